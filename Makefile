@@ -1,0 +1,48 @@
+# bp-monitor: the commands a user runs. See README.md.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+PYTEST := $(VENV)/bin/pytest
+STACK := infra/stack.sh
+PYTEST_ARGS ?=
+
+.PHONY: help install stack-up stack-down stack-status test test-unit test-integration lock clean
+
+help:
+	@echo "make install       create/refresh .venv (pinned by requirements.lock)"
+	@echo "make stack-up      start the local Kafka + Elasticsearch (no Docker)"
+	@echo "make stack-down    stop them"
+	@echo "make stack-status  show what runs where"
+	@echo "make test          install, start the stack if needed, run every test, stop what it started"
+	@echo "make test-unit     the fast tests that need no service"
+
+install:
+	@infra/install.sh
+
+stack-up:
+	@$(STACK) up
+
+stack-down:
+	@$(STACK) down
+
+stack-status:
+	@$(STACK) status
+
+# Starts the stack only when it is down, and stops only what it started.
+test: install
+	@started=0; \
+	if ! $(STACK) is-up; then $(STACK) up || exit 1; started=1; fi; \
+	$(PYTEST) $(PYTEST_ARGS); rc=$$?; \
+	if [ $$started = 1 ]; then $(STACK) down; fi; \
+	exit $$rc
+
+test-unit: install
+	@$(PYTEST) tests/unit $(PYTEST_ARGS)
+
+# Re-pin after changing dependencies in pyproject.toml (run in a working .venv).
+lock:
+	@$(PY) -m pip freeze --exclude-editable | grep -v '^-e ' > requirements.lock
+	@echo "requirements.lock: $$(wc -l < requirements.lock) packages"
+
+clean:
+	rm -rf .pytest_cache .hypothesis test-artifacts

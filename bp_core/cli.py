@@ -1,0 +1,100 @@
+"""The ``bp`` command: one sub-command per module in ``bp_core.commands``.
+
+Each command module defines ``HELP`` (one line), ``add_arguments(parser)`` and
+``run(args, settings) -> int``. Command modules stay light to import; heavy imports
+(Kafka, MLflow, scikit-learn) happen inside ``run``.
+
+Errors never surface as tracebacks: a usage error is one line on stderr and exit 2, a
+``BPError`` one line and exit 1 (set ``BP_DEBUG=1`` to see the traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+
+from bp_core import __version__
+from bp_core.errors import BPError, UsageError
+from bp_core.settings import Settings
+
+# name -> module under bp_core.commands
+COMMANDS = {
+    "setup": "setup",
+    "produce": "produce",
+    "consume": "consume",
+    "classify": "classify",
+    "generate": "generate",
+    "train": "train",
+    "promote": "promote",
+}
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line on stderr and exit status 2."""
+
+    def error(self, message: str):  # noqa: D401 - argparse API
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="bp", description="bp-monitor: real-time blood-pressure surveillance on FHIR.")
+    parser.add_argument("--version", action="version", version=f"bp-monitor {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
+    for name, module_name in COMMANDS.items():
+        try:
+            module = importlib.import_module(f"bp_core.commands.{module_name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"bp_core.commands.{module_name}":
+                raise
+            continue  # command not built yet
+        command_parser = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        module.add_arguments(command_parser)
+        command_parser.set_defaults(_run=module.run)
+    return parser
+
+
+def configure_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    for noisy in ("kafka", "elastic_transport", "urllib3", "mlflow", "alembic", "git"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help(sys.stderr)
+        return 2
+    configure_logging(args.verbose)
+    try:
+        settings = Settings.from_env()
+        return int(args._run(args, settings) or 0)
+    except UsageError as exc:
+        print(f"bp {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except BPError as exc:
+        if os.environ.get("BP_DEBUG"):
+            raise
+        print(f"bp {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"bp {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # Output piped into e.g. `head`: stop quietly, as Unix tools do.
+        try:
+            sys.stdout = None  # type: ignore[assignment]
+        finally:
+            return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

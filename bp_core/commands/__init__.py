@@ -1,0 +1,1 @@
+"""The ``bp`` sub-commands, one module each (see ``bp_core.cli``)."""
