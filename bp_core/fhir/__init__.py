@@ -1,0 +1,1 @@
+"""FHIR R4 blood-pressure Observations: codes, building (``build``), parsing (``parse``)."""
