@@ -5,6 +5,8 @@
 #   infra/stack.sh up|down|status|restart [kafka|elasticsearch]
 #   infra/stack.sh stop|start kafka|elasticsearch     (one server; used by fault tests)
 #   infra/stack.sh is-up                              (exit 0 when both answer)
+#   infra/stack.sh kafka TOOL ARGS...                 (Kafka's CLI: topics, console-producer,
+#                                                      console-consumer, consumer-groups)
 #
 # State (binaries, data, logs, pid files) lives under $BP_STACK_DIR (default .stack/,
 # git-ignored). Downloads land in Maven's local repository, so they happen once.
@@ -249,10 +251,29 @@ status() {
   return $rc
 }
 
+kafka_cli() {  # kafka_cli TOOL ARGS...: Kafka's own command-line tools, from the stack's jars
+  local tool="${1:-}"; shift || true
+  local class
+  case "$tool" in
+    topics) class=org.apache.kafka.tools.TopicCommand ;;
+    console-producer) class=org.apache.kafka.tools.ConsoleProducer ;;
+    console-consumer) class=org.apache.kafka.tools.consumer.ConsoleConsumer ;;
+    consumer-groups) class=org.apache.kafka.tools.consumer.group.ConsumerGroupCommand ;;
+    *) die "usage: infra/stack.sh kafka topics|console-producer|console-consumer|consumer-groups ARGS..." ;;
+  esac
+  kafka_installed || kafka_install
+  mkdir -p "$KAFKA_DIR/logs/tools"
+  exec "$(kafka_java)" -Xmx256m -cp "$KAFKA_DIR/libs/*" \
+    -Dlog4j2.configurationFile="$INFRA/kafka/log4j2.properties" \
+    -Dkafka.logs.dir="$KAFKA_DIR/logs/tools" "$class" "$@"
+}
+
 # ---------------------------------------------------------------- main
 
 mkdir -p "$STACK_DIR"
-cmd="${1:-}"; what="${2:-all}"
+cmd="${1:-}"
+if [ "$cmd" = kafka ]; then shift; kafka_cli "$@"; fi
+what="${2:-all}"
 case "$what" in all|kafka|elasticsearch) ;; *) die "unknown server '$what' (kafka, elasticsearch)";; esac
 want() { [ "$what" = all ] || [ "$what" = "$1" ]; }
 
@@ -276,5 +297,5 @@ case "$cmd" in
     want kafka && kafka_install
     want elasticsearch && es_install
     ;;
-  *) die "usage: infra/stack.sh up|down|status|restart|is-up|fetch [kafka|elasticsearch]" ;;
+  *) die "usage: infra/stack.sh up|down|status|restart|is-up|fetch [kafka|elasticsearch] | kafka TOOL ARGS..." ;;
 esac

@@ -30,7 +30,7 @@ def _port_open(hostport: str) -> bool:
 @pytest.fixture(scope="session")
 def stack() -> Settings:
     """Settings for the running local stack; fails (not skips) when it is down."""
-    settings = Settings.from_env({})
+    settings = Settings.from_env()  # BP_KAFKA_BOOTSTRAP / BP_ES_URL may point elsewhere
     es_hostport = settings.es_url.split("://", 1)[1].rstrip("/")
     missing = [name for name, hp in (("Kafka", settings.kafka_bootstrap), ("Elasticsearch", es_hostport))
                if not _port_open(hp)]

@@ -1,0 +1,61 @@
+"""Idempotent creation of what the system needs outside itself: topics and the index template."""
+
+from __future__ import annotations
+
+from bp_core.errors import BPError
+from bp_core.settings import Settings
+
+
+def ensure_topics(settings: Settings, *, partitions: int = 3) -> list[str]:
+    """Create ``settings.topic`` (``partitions``) and its DLQ (1 partition) when missing.
+
+    Returns:
+        One human-readable line per topic saying what was done.
+    Raises:
+        BPError: Kafka is unreachable.
+    """
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+    from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id="bp-setup",
+                                 request_timeout_ms=30_000)
+    except KafkaError as exc:
+        raise BPError(f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc}") from exc
+    lines = []
+    try:
+        existing = set(admin.list_topics())
+        for name, count in ((settings.topic, partitions), (settings.dlq_topic, 1)):
+            if name in existing:
+                lines.append(f"topic {name}: exists")
+                continue
+            try:
+                admin.create_topics([NewTopic(name=name, num_partitions=count, replication_factor=1)])
+                lines.append(f"topic {name}: created ({count} partitions)")
+            except TopicAlreadyExistsError:
+                lines.append(f"topic {name}: exists")
+    finally:
+        admin.close()
+    return lines
+
+
+def ensure_elasticsearch(settings: Settings) -> list[str]:
+    """Create or update the index template and the index.
+
+    Raises:
+        BPError: Elasticsearch is unreachable.
+    """
+    from elasticsearch import Elasticsearch
+
+    from bp_core.sinks.es_template import ensure_index_template
+
+    auth = (settings.es_username, settings.es_password) if settings.es_username else None
+    es = Elasticsearch(settings.es_url, basic_auth=auth, request_timeout=30)
+    try:
+        ensure_index_template(es, settings.es_index)
+    except Exception as exc:
+        raise BPError(f"cannot set up Elasticsearch at {settings.es_url}: {type(exc).__name__}: {exc}") from exc
+    finally:
+        es.close()
+    return [f"index template {settings.es_index}: up to date", f"index {settings.es_index}: ready"]

@@ -1,0 +1,211 @@
+"""The normal-readings archive: JSON Lines per Kafka partition, replay-safe.
+
+Layout::
+
+    <archive_dir>/<topic>/partition-<P>/<first offset, 20 digits>.jsonl
+
+One segment file is appended to until it exceeds ``segment_bytes``; the next starts at
+the offset of its first line (as Kafka names its own segments). Every line carries its
+Kafka position (``kafka.offset`` and ``kafka.entry``, the index of the reading inside the
+message, since a Bundle message holds several). Positions only grow within a partition,
+so the sink remembers the last position it made durable and skips anything at or before
+it: a replay after a crash (offsets not yet committed) writes nothing twice.
+
+Durability: ``flush()`` writes, flushes and ``fsync``s every touched segment before it
+returns; the consumer commits offsets only after that. A crash in the middle of a write
+can leave a torn last line: on opening a partition the sink truncates the segment back to
+its last complete line, whose position it then resumes from.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+
+from bp_core.errors import SinkUnavailable
+
+log = logging.getLogger(__name__)
+
+Position = tuple[int, int]  # (kafka offset, entry index inside the message)
+_NOTHING: Position = (-1, -1)
+
+
+@dataclass
+class _PartitionLog:
+    """The open segment of one partition and the last durable position in it."""
+
+    directory: Path
+    segment: Path | None = None
+    durable_size: int = 0
+    last_position: Position = _NOTHING
+    pending: list[tuple[Position, bytes]] = field(default_factory=list)
+
+
+class ArchiveSink:
+    """Buffers normal readings and appends them durably, per partition, exactly once."""
+
+    def __init__(self, archive_dir: Path, topic: str, *, segment_bytes: int = 64 * 1024 * 1024) -> None:
+        self.root = Path(archive_dir) / topic
+        self.segment_bytes = segment_bytes
+        self._partitions: dict[int, _PartitionLog] = {}
+
+    # ------------------------------------------------------------------ contract
+
+    def add(self, partition: int, offset: int, entry: int, record: dict) -> None:
+        """Buffer one normal reading (``record`` is the line's content, without position)."""
+        state = self._partition(partition)
+        position = (offset, entry)
+        if position <= state.last_position:
+            return  # already durable: a replay
+        record["kafka"] = {"partition": partition, "offset": offset, "entry": entry}
+        state.pending.append((position, orjson.dumps(record) + b"\n"))
+
+    def flush(self) -> int:
+        """Append every buffered line and fsync; returns the number of lines written.
+
+        Raises:
+            SinkUnavailable: the folder or disk refused the write (nothing is lost: the
+                buffer is kept and the segment cut back to its last durable size, so
+                the next ``flush`` retries the same lines).
+        """
+        written = 0
+        for partition, state in self._partitions.items():
+            if state.pending:
+                written += self._flush_partition(partition, state)
+        return written
+
+    def pending(self) -> int:
+        return sum(len(state.pending) for state in self._partitions.values())
+
+    def forget(self, partitions) -> None:
+        """Drop buffered lines and cached state of partitions this consumer no longer owns.
+
+        Their next owner re-reads the segment to find where to resume.
+        """
+        for partition in partitions:
+            self._partitions.pop(partition, None)
+
+    def forget_all(self) -> None:
+        """Drop every buffer and cached partition state (a dropped batch)."""
+        self._partitions.clear()
+
+    def last_position(self, partition: int) -> Position:
+        """The last durable (offset, entry) of a partition; (-1, -1) when empty."""
+        return self._partition(partition).last_position
+
+    # ------------------------------------------------------------------ internals
+
+    def _partition(self, partition: int) -> _PartitionLog:
+        state = self._partitions.get(partition)
+        if state is None:
+            state = self._open(partition)
+            self._partitions[partition] = state
+        return state
+
+    def _open(self, partition: int) -> _PartitionLog:
+        directory = self.root / f"partition-{partition}"
+        state = _PartitionLog(directory=directory)
+        segments = sorted(directory.glob("*.jsonl")) if directory.is_dir() else []
+        # The newest non-empty segment holds the last durable line.
+        for segment in reversed(segments):
+            size, position = _last_complete_line(segment)
+            if position is not None:
+                state.segment, state.durable_size, state.last_position = segment, size, position
+                break
+        return state
+
+    def _flush_partition(self, partition: int, state: _PartitionLog) -> int:
+        lines = state.pending
+        try:
+            if state.segment is None or state.durable_size >= self.segment_bytes:
+                state.directory.mkdir(parents=True, exist_ok=True)
+                state.segment = state.directory / f"{lines[0][0][0]:020d}.jsonl"
+                state.durable_size = state.segment.stat().st_size if state.segment.exists() else 0
+            payload = b"".join(line for _, line in lines)
+            fd = os.open(state.segment, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            try:
+                if os.fstat(fd).st_size != state.durable_size:
+                    # A failed earlier attempt left bytes past the durable end.
+                    os.ftruncate(fd, state.durable_size)
+                view = memoryview(payload)
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            if state.durable_size == 0:
+                _fsync_dir(state.directory)  # a new segment's directory entry must survive too
+        except OSError as exc:
+            raise SinkUnavailable(f"archive write failed for partition {partition} in {state.directory}: {exc.strerror or exc}") from exc
+        state.durable_size += len(payload)
+        state.last_position = lines[-1][0]
+        state.pending = []
+        return len(lines)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _last_complete_line(segment: Path) -> tuple[int, Position | None]:
+    """Repair a torn tail and return (size after repair, position of the last line).
+
+    A line is complete when it ends with a newline and parses; anything after the last
+    complete line is cut off (it was never acknowledged, so its offsets were never
+    committed and will be replayed).
+    """
+    with open(segment, "rb+") as fh:
+        data_end = fh.seek(0, os.SEEK_END)
+        chunk = 1 << 16
+        tail = b""
+        start = data_end
+        while start > 0:
+            start = max(0, start - chunk)
+            fh.seek(start)
+            tail = fh.read(data_end - start)
+            if tail.count(b"\n") >= 2 or start == 0:
+                break
+        # Walk back over complete lines until one parses.
+        end = len(tail)
+        if not tail.endswith(b"\n"):
+            end = tail.rfind(b"\n") + 1  # 0 when there is no complete line at all
+        while end > 0:
+            line_start = tail.rfind(b"\n", 0, end - 1) + 1
+            try:
+                record = orjson.loads(tail[line_start:end])
+                kafka = record["kafka"]
+                position = (int(kafka["offset"]), int(kafka["entry"]))
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+                end = line_start
+                continue
+            size = start + end
+            if size != data_end:
+                log.warning("archive %s: cut a torn tail of %d bytes", segment, data_end - size)
+                fh.truncate(size)
+                fh.flush()
+                os.fsync(fh.fileno())
+            return size, position
+        if start > 0:
+            raise SinkUnavailable(f"archive segment {segment} has no readable line in its last {chunk} bytes")
+        if data_end:
+            fh.truncate(0)
+        return 0, None
+
+
+def read_archive(archive_dir: Path, topic: str) -> list[dict]:
+    """Every archived record of a topic, in partition then position order (tests, tools)."""
+    records = []
+    root = Path(archive_dir) / topic
+    for directory in sorted(root.glob("partition-*"), key=lambda p: int(p.name.split("-")[1])):
+        for segment in sorted(directory.glob("*.jsonl")):
+            with open(segment, "rb") as fh:
+                records.extend(orjson.loads(line) for line in fh if line.strip())
+    return records

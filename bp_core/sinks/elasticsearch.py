@@ -1,0 +1,135 @@
+"""The anomaly sink: bulk-indexes one document per anomalous Observation.
+
+``_id`` is the Observation id, so the same input always maps to the same document and a
+replay overwrites instead of duplicating. The bulk body is encoded once with orjson and
+the response is trimmed with ``filter_path`` to the per-item status and error: a
+Python consumer spends its time on (de)serialisation, not on the network.
+
+Per-item outcomes: 2xx is done; 429 and 5xx are transient (retried by the caller, with
+the batch); any other 4xx means Elasticsearch refuses the document itself (a mapping
+conflict, an id too long): it is handed back as rejected, for the dead-letter topic.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+
+import orjson
+
+from bp_core.errors import SinkUnavailable
+
+log = logging.getLogger(__name__)
+
+
+MAX_ID_BYTES = 256  # Elasticsearch refuses ids over 512 bytes; FHIR ids are at most 64 chars
+
+
+def document_id(observation_id: str) -> str:
+    """The ``_id`` of an Observation's document: its id, or a digest when that is too long."""
+    if len(observation_id.encode()) <= MAX_ID_BYTES:
+        return observation_id
+    return "sha256-" + hashlib.sha256(observation_id.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class RejectedDocument:
+    """A document Elasticsearch refused for good, with what it said."""
+
+    key: object  # the caller's handle on the source message
+    reason: str
+
+
+class ElasticsearchSink:
+    """Buffers anomaly documents; ``flush()`` bulk-indexes them idempotently."""
+
+    def __init__(self, es, index: str, *, request_timeout: float = 30.0) -> None:
+        self.es = es.options(request_timeout=request_timeout)
+        self.index = index
+        self._ids: list[str] = []
+        self._keys: list[object] = []
+        self._lines: list[bytes] = []
+        self._rejected: list[RejectedDocument] = []
+
+    def add(self, doc_id: str, document: dict, key: object = None) -> None:
+        """Buffer one document; ``key`` identifies its source message if ES refuses it."""
+        doc_id = document_id(doc_id)
+        self._ids.append(doc_id)
+        self._keys.append(key)
+        self._lines.append(orjson.dumps({"index": {"_id": doc_id}}))
+        self._lines.append(orjson.dumps(document))
+
+    def pending(self) -> int:
+        return len(self._ids)
+
+    def clear(self) -> None:
+        """Drop the buffer (the partitions it came from were revoked)."""
+        self._ids, self._keys, self._lines, self._rejected = [], [], [], []
+
+    def flush(self) -> list[RejectedDocument]:
+        """Index every buffered document; returns those refused for good.
+
+        On success the buffer is empty. On a transient failure the buffer keeps only the
+        documents still to write, so retrying ``flush()`` resends nothing twice.
+
+        Raises:
+            SinkUnavailable: Elasticsearch is unreachable, or some items failed
+                transiently (429, 5xx); call ``flush()`` again later.
+        """
+        if not self._ids:
+            return self._take_rejected()
+        body = b"\n".join(self._lines) + b"\n"
+        try:
+            response = self.es.bulk(
+                index=self.index,
+                operations=body,
+                filter_path="errors,items.*.status,items.*.error.type,items.*.error.reason",
+            )
+        except Exception as exc:  # the client raises many transport/API types; all mean "not written"
+            if getattr(exc, "status_code", None) == 400:
+                # The request as a whole was refused (one bad line spoils the lot):
+                # find the culprits one document at a time.
+                return self._flush_one_by_one()
+            raise SinkUnavailable(f"Elasticsearch bulk request failed: {type(exc).__name__}: {exc}") from exc
+        if not response.get("errors"):
+            self._ids, self._keys, self._lines = [], [], []
+            return self._take_rejected()
+        rejected = self._rejected
+        retry_ids, retry_keys, retry_lines = [], [], []
+        for i, item in enumerate(response["items"]):
+            outcome = next(iter(item.values()))
+            status = outcome.get("status", 500)
+            if status < 300:
+                continue
+            if status == 429 or status >= 500:
+                retry_ids.append(self._ids[i])
+                retry_keys.append(self._keys[i])
+                retry_lines += self._lines[2 * i: 2 * i + 2]
+            else:
+                error = outcome.get("error") or {}
+                rejected.append(RejectedDocument(self._keys[i], f"elasticsearch refused document {self._ids[i]}: {error.get('type')}: {error.get('reason')}"))
+        self._ids, self._keys, self._lines = retry_ids, retry_keys, retry_lines
+        if retry_ids:
+            raise SinkUnavailable(f"Elasticsearch could not index {len(retry_ids)} documents for now (429/5xx)")
+        return self._take_rejected()
+
+    def _flush_one_by_one(self) -> list[RejectedDocument]:
+        ids, keys, lines = self._ids, self._keys, self._lines
+        self._ids, self._keys, self._lines = [], [], []
+        for i, doc_id in enumerate(ids):
+            try:
+                self.es.index(index=self.index, id=doc_id, document=orjson.loads(lines[2 * i + 1]))
+            except Exception as exc:
+                status = getattr(exc, "status_code", None)
+                if isinstance(status, int) and 400 <= status < 500 and status != 429:
+                    self._rejected.append(RejectedDocument(keys[i], f"elasticsearch refused document {doc_id}: {exc}"))
+                    continue
+                self._ids, self._keys = ids[i:], keys[i:]
+                self._lines = lines[2 * i:]
+                raise SinkUnavailable(f"Elasticsearch indexing failed: {type(exc).__name__}: {exc}") from exc
+        return self._take_rejected()
+
+    def _take_rejected(self) -> list[RejectedDocument]:
+        rejected, self._rejected = self._rejected, []
+        return rejected

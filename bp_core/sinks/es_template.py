@@ -1,0 +1,57 @@
+"""The explicit index template behind ``bp-anomalies`` (or ``BP_ES_INDEX``).
+
+The mapping is ``strict``: a document with a field not listed here is refused by
+Elasticsearch (and lands in the dead-letter topic) instead of silently widening the
+mapping the Kibana dashboards rely on.
+"""
+
+from __future__ import annotations
+
+ANOMALY_FIELDS: dict[str, dict] = {
+    "@timestamp": {"type": "date"},                 # the Observation's effective time
+    "observation_id": {"type": "keyword"},
+    "patient_id": {"type": "keyword"},
+    "systolic": {"type": "float"},
+    "diastolic": {"type": "float"},
+    "category": {"type": "keyword"},
+    "anomaly_types": {"type": "keyword"},
+    "rule_anomaly": {"type": "boolean"},
+    "model_anomaly": {"type": "boolean"},
+    "model_probability": {"type": "float"},
+    "model_name": {"type": "keyword"},
+    "model_version": {"type": "keyword"},
+    "detected_by": {"type": "keyword"},
+    "ingested_at": {"type": "date"},
+    "status": {"type": "keyword"},
+    "source": {
+        "properties": {
+            "topic": {"type": "keyword"},
+            "partition": {"type": "integer"},
+            "offset": {"type": "long"},
+        }
+    },
+}
+
+
+def index_template(index: str, *, replicas: int = 0, shards: int = 1) -> dict:
+    """The composable index template body for ``index`` (matches ``index`` and ``index-*``)."""
+    return {
+        "index_patterns": [index, f"{index}-*"],
+        "priority": 200,
+        "template": {
+            "settings": {
+                "number_of_shards": shards,
+                "number_of_replicas": replicas,
+                "refresh_interval": "1s",
+            },
+            "mappings": {"dynamic": "strict", "properties": ANOMALY_FIELDS},
+        },
+        "_meta": {"managed_by": "bp-monitor", "description": "Blood-pressure anomalies, one document per FHIR Observation"},
+    }
+
+
+def ensure_index_template(es, index: str, *, replicas: int = 0) -> None:
+    """Create or update the template, then the index itself, so searches work from the start."""
+    es.indices.put_index_template(name=index, **index_template(index, replicas=replicas))
+    if not es.indices.exists(index=index):
+        es.options(ignore_status=400).indices.create(index=index)  # 400: created meanwhile
