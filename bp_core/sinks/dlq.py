@@ -6,6 +6,8 @@ Headers say why and where from, so a DLQ record can be inspected and replayed:
     bp.error.stage       'parse' (not a usable BP Observation) or 'index' (ES refused it)
     bp.source.topic / bp.source.partition / bp.source.offset
     bp.rejected.at       ISO-8601 UTC time of the rejection
+    bp.source.null       'true' when the source message had a null value (Kafka refuses a
+                         record with neither key nor value, so its DLQ copy carries b'')
 """
 
 from __future__ import annotations
@@ -36,6 +38,9 @@ class DeadLetterSink:
             ("bp.source.offset", str(offset).encode()),
             ("bp.rejected.at", datetime.now(timezone.utc).isoformat().encode()),
         ]
+        if value is None:
+            headers.append(("bp.source.null", b"true"))
+            value = b""
         self._pending.append((key, value, headers))
 
     def pending(self) -> int:

@@ -1,0 +1,465 @@
+"""The consumer service: poll a batch, validate, score, route, make it durable, commit.
+
+One loop iteration handles one batch (up to ``batch_size`` messages):
+
+1. ``poll`` a batch from the partitions this member owns;
+2. parse every message (``bp_core.fhir.parse``); rejects are buffered for the DLQ;
+3. score the valid readings in one vectorised call (rules + the served model);
+4. buffer anomalies for Elasticsearch and normal readings for the archive;
+5. flush Elasticsearch, then the archive (fsync), then the DLQ (acked);
+6. commit the batch's offsets — only now, when every outcome is durable.
+
+A sink that fails transiently (Elasticsearch down, archive folder unwritable, DLQ not
+acked) pauses every partition and retries the same buffered batch with backoff; the
+loop keeps polling (nothing is returned while paused) so the member stays in its group.
+Nothing is committed until the batch is written, so a crash at any point replays from
+the last commit, and the sinks' idempotence (Elasticsearch ``_id``, archive positions)
+turns the replay into no duplicate. The dead-letter topic is at-least-once: a crash
+between its ack and the commit can repeat a DLQ record.
+
+Rebalance callbacks run while this thread is inside ``poll()``; between batches every
+buffer is empty, so a revocation has nothing to flush. A revocation that happens while
+a batch is waiting for a sink drops that batch: its offsets were not committed, so the
+partitions' next owner reads it again.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import orjson
+
+from bp_core.errors import BPError, SinkUnavailable
+from bp_core.consumer.metrics import ConsumerMetrics
+from bp_core.consumer.routing import anomaly_document, archive_record, route_batch
+from bp_core.fhir.parse import parse_payload
+from bp_core.reading import Reading
+from bp_core.rules import Thresholds
+from bp_core.settings import Settings
+from bp_core.sinks.archive import ArchiveSink
+from bp_core.sinks.dlq import DeadLetterSink
+from bp_core.sinks.elasticsearch import ElasticsearchSink
+from bp_core.sinks.es_template import ensure_index_template
+
+log = logging.getLogger("bp_core.consumer")
+
+
+@dataclass
+class ConsumerStats:
+    """Running totals, for the progress log and the final summary."""
+
+    messages: int = 0
+    readings: int = 0
+    anomalies: int = 0
+    normals: int = 0
+    rejected: int = 0
+    batches: int = 0
+    commits: int = 0
+    started: float = field(default_factory=time.monotonic)
+    first_batch_at: float | None = None   # monotonic time the first batch arrived
+    last_commit_at: float | None = None   # monotonic time of the last successful commit
+
+    def line(self) -> str:
+        elapsed = max(time.monotonic() - self.started, 1e-9)
+        return (f"messages={self.messages} readings={self.readings} anomalies={self.anomalies} "
+                f"normals={self.normals} rejected={self.rejected} rate={self.messages / elapsed:.0f}/s")
+
+
+@dataclass(frozen=True)
+class ConsumerOptions:
+    """Knobs of ``bp consume`` (the rest comes from ``Settings``)."""
+
+    from_beginning: bool = False
+    exit_when_idle: float | None = None
+    model_refresh: float = 30.0
+    metrics_port: int | None = None
+    batch_size: int = 5000
+    poll_timeout_ms: int = 500
+    progress_every: float = 5.0
+    max_backoff: float = 10.0
+
+
+def _listener_base():
+    from kafka import ConsumerRebalanceListener
+
+    return ConsumerRebalanceListener
+
+
+class _Listener(_listener_base()):
+    """Rebalance listener: records what changed; the service acts on it between batches."""
+
+    def __init__(self, service: "ConsumerService") -> None:
+        self.service = service
+
+    def on_partitions_revoked(self, revoked):
+        self.service._on_revoked(revoked)
+
+    def on_partitions_assigned(self, assigned):
+        self.service._on_assigned(assigned)
+
+    def on_partitions_lost(self, lost):
+        self.service._on_revoked(lost)
+
+
+class ConsumerService:
+    """The long-running ``bp consume`` process (also used in-process by tests)."""
+
+    def __init__(self, settings: Settings, options: ConsumerOptions = ConsumerOptions(), *,
+                 model_provider=None) -> None:
+        self.settings = settings
+        self.options = options
+        self.thresholds = Thresholds.from_settings(settings)
+        self.stats = ConsumerStats()
+        self.metrics = ConsumerMetrics()
+        self._model_provider = model_provider
+        self._stop = threading.Event()
+        self._paused = False
+        self._batch_dropped = False
+        self._batch_first_offsets: dict = {}
+        self._exit_code = 0
+        self._seen_partitions: set = set()
+        self._next_offsets: dict = {}
+        self._assigned_at: float | None = None
+        self._consumer = None
+        self._producer = None
+        self._es = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def stop(self, *_args) -> None:
+        """Ask the loop to finish the current batch, commit and return (signal-safe)."""
+        self._stop.set()
+
+    def run(self) -> int:
+        """Consume until stopped (SIGTERM/SIGINT, ``stop()``) or idle; returns an exit code.
+
+        Raises:
+            BPError: Kafka is unreachable at start-up.
+        """
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self.stop)
+            signal.signal(signal.SIGINT, self.stop)
+        log.info("starting with %s", orjson.dumps(self.settings.describe()).decode())
+        self._connect()
+        try:
+            return self._loop()
+        finally:
+            self._close()
+
+    def _connect(self) -> None:
+        from elasticsearch import Elasticsearch
+        from kafka import KafkaConsumer, KafkaProducer
+        from kafka.errors import KafkaError
+
+        if self.options.metrics_port:
+            self.metrics.serve(self.options.metrics_port)
+            log.info("metrics on :%d/metrics", self.options.metrics_port)
+        auth = (self.settings.es_username, self.settings.es_password) if self.settings.es_username else None
+        self._es = Elasticsearch(self.settings.es_url, basic_auth=auth, request_timeout=30,
+                                 retry_on_timeout=False, max_retries=0)
+        self._ensure_template()
+        try:
+            self._producer = KafkaProducer(
+                bootstrap_servers=self.settings.kafka_bootstrap, acks="all", linger_ms=5,
+                client_id="bp-consumer-dlq", max_block_ms=30_000, request_timeout_ms=30_000)
+            self._consumer = KafkaConsumer(
+                bootstrap_servers=self.settings.kafka_bootstrap,
+                group_id=self.settings.consumer_group,
+                client_id="bp-consumer",
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",  # a new group starts at the oldest message, like Kafka Connect sinks
+                max_poll_records=self.options.batch_size,
+                fetch_max_bytes=64 * 1024 * 1024,
+                max_partition_fetch_bytes=8 * 1024 * 1024,
+                fetch_min_bytes=1,
+                fetch_max_wait_ms=100,
+            )
+        except KafkaError as exc:
+            raise BPError(f"cannot reach Kafka at {self.settings.kafka_bootstrap}: {exc}") from exc
+        self._consumer.subscribe(topics=[self.settings.topic], listener=_Listener(self))
+        self._dlq = DeadLetterSink(self._producer, self.settings.dlq_topic)
+        self._es_sink = ElasticsearchSink(self._es, self.settings.es_index)
+        self._archive = ArchiveSink(self.settings.archive_dir, self.settings.topic)
+        if self._model_provider is None:
+            from bp_core.model.serving import ModelProvider
+
+            self._model_provider = ModelProvider(self.settings, refresh_seconds=self.options.model_refresh)
+        self._model_provider.start()
+        self._report_model()
+
+    def _ensure_template(self) -> None:
+        """Create the index template; wait (with backoff) while Elasticsearch is down."""
+        delay = 0.5
+        while True:
+            try:
+                ensure_index_template(self._es, self.settings.es_index)
+                return
+            except Exception as exc:  # transport errors: ES not up yet
+                if self._stop.is_set():
+                    raise BPError(f"stopped while waiting for Elasticsearch at {self.settings.es_url}") from exc
+                log.warning("Elasticsearch not ready at %s (%s); retrying in %.1fs", self.settings.es_url,
+                            type(exc).__name__, delay)
+                self._stop.wait(delay)
+                delay = min(delay * 2, self.options.max_backoff)
+
+    def _close(self) -> None:
+        for closer in (lambda: self._consumer and self._consumer.close(autocommit=False),
+                       lambda: self._producer and self._producer.close(timeout=10),
+                       lambda: self._es and self._es.close()):
+            try:
+                closer()
+            except Exception as exc:  # closing is best effort; everything durable is committed
+                log.debug("close: %s", exc)
+        log.info("stopped: %s", self.stats.line())
+
+    # ------------------------------------------------------------------ main loop
+
+    def _loop(self) -> int:
+        last_progress = time.monotonic()
+        last_record = time.monotonic()
+        while not self._stop.is_set():
+            if self._model_provider.maybe_refresh():
+                self._report_model()
+            batch = self._consumer.poll(timeout_ms=self.options.poll_timeout_ms)
+            now = time.monotonic()
+            if batch:
+                last_record = now
+                self._process(batch)
+            elif self._idle_exit_due(now, last_record):
+                log.info("idle for %.0fs: exiting", self.options.exit_when_idle)
+                break
+            if now - last_progress >= self.options.progress_every:
+                last_progress = now
+                self._log_progress()
+        self._log_progress()
+        return self._exit_code
+
+    def _idle_exit_due(self, now: float, last_record: float) -> bool:
+        if self.options.exit_when_idle is None or self._assigned_at is None:
+            return False
+        return now - max(last_record, self._assigned_at) >= self.options.exit_when_idle
+
+    def _process(self, batch: dict) -> None:
+        """Handle one polled batch end to end: parse, score, route, flush, commit."""
+        started = time.monotonic()
+        if self.stats.first_batch_at is None:
+            self.stats.first_batch_at = started
+        self._batch_dropped = False
+        self._batch_first_offsets = {tp: records[0].offset for tp, records in batch.items()}
+        offsets = {}
+        readings: list[Reading] = []
+        sources: list[tuple] = []  # per reading: (record, entry index)
+        messages = rejected = 0
+        for tp, records in batch.items():
+            for record in records:
+                messages += 1
+                results = parse_payload(record.value) if record.value is not None else None
+                if results is None:
+                    self._reject(record, "empty message (null value)")
+                    rejected += 1
+                    continue
+                reasons = []
+                for entry, result in enumerate(results):
+                    if isinstance(result, Reading):
+                        readings.append(result)
+                        sources.append((record, entry))
+                    else:
+                        reasons.append(f"{result.observation_id}: {result.reason}" if result.observation_id else result.reason)
+                if reasons:
+                    self._reject(record, "; ".join(reasons))
+                    rejected += 1
+            offsets[tp] = records[-1].offset + 1
+
+        model = self._model_provider.current
+        model_name = model.name if model else None
+        model_version = model.version if model else None
+        routed = route_batch(readings, self.thresholds, model, self.settings.model_threshold)
+        now_iso = datetime.now(timezone.utc).isoformat()
+        anomalies = normals = 0
+        by_layer: dict[str, int] = {}
+        for item, (record, entry) in zip(routed, sources):
+            if item.is_anomaly:
+                anomalies += 1
+                layers = "+".join(item.detected_by)
+                by_layer[layers] = by_layer.get(layers, 0) + 1
+                self._es_sink.add(item.reading.observation_id, anomaly_document(
+                    item, model_name=model_name, model_version=model_version, ingested_at=now_iso,
+                    topic=record.topic, partition=record.partition, offset=record.offset), key=record)
+            else:
+                normals += 1
+                self._archive.add(record.partition, record.offset, entry, archive_record(
+                    item, model_name=model_name, model_version=model_version, archived_at=now_iso))
+
+        index_rejects = self._flush_sinks()
+        if index_rejects is None:
+            self._rewind_dropped_batch()
+            return
+        self._commit(offsets)
+
+        self.stats.messages += messages
+        self.stats.readings += len(readings)
+        self.stats.anomalies += anomalies - index_rejects
+        self.stats.normals += normals
+        self.stats.rejected += rejected + index_rejects
+        self.stats.batches += 1
+        m = self.metrics
+        m.messages.inc(messages)
+        m.valid.inc(len(readings))
+        m.rejected.labels("parse").inc(rejected)
+        m.rejected.labels("index").inc(index_rejects)
+        for layers, count in by_layer.items():
+            m.anomalies.labels(layers).inc(count)
+        m.normals.inc(normals)
+        m.batch_seconds.observe(time.monotonic() - started)
+        self._update_lag(offsets)
+
+    def _reject(self, record, reason: str, stage: str = "parse") -> None:
+        self._dlq.add(key=record.key, value=record.value, reason=reason, stage=stage,
+                      source_topic=record.topic, partition=record.partition, offset=record.offset)
+
+    # ------------------------------------------------------------------ durability
+
+    def _flush_sinks(self) -> int | None:
+        """Flush ES, archive, DLQ; retry while a sink is unavailable.
+
+        Returns the number of documents ES refused for good (sent to the DLQ), or None
+        when the batch could not be written and the service is stopping (or the batch
+        was dropped by a rebalance).
+        """
+        delay = 0.5
+        index_rejects = 0
+        while True:
+            try:
+                for rejected in self._es_sink.flush():
+                    self._reject(rejected.key, rejected.reason, stage="index")
+                    index_rejects += 1
+                self._archive.flush()
+                self._dlq.flush()
+                break
+            except SinkUnavailable as exc:
+                if not self._paused:
+                    self._pause(str(exc))
+                else:
+                    log.warning("still unavailable: %s; retrying in %.1fs", exc, delay)
+                if self._stop.is_set():
+                    log.error("stopping with an unwritten batch; its offsets are not committed and will be re-read")
+                    self._drop_batch()
+                    self._exit_code = 1
+                    return None
+                self._wait_polling(delay)
+                delay = min(delay * 2, self.options.max_backoff)
+                if self._batch_dropped:
+                    if self._paused:
+                        self._resume()
+                    return None
+        if self._paused:
+            self._resume()
+        return index_rejects
+
+    def _pause(self, reason: str) -> None:
+        self._paused = True
+        self.metrics.sink_available.set(0)
+        self._consumer.pause(*self._consumer.assignment())
+        log.error("sink unavailable, consumption paused, nothing committed: %s", reason)
+
+    def _resume(self) -> None:
+        self._paused = False
+        self.metrics.sink_available.set(1)
+        self._consumer.resume(*self._consumer.assignment())
+        log.info("sinks available again: consumption resumed")
+
+    def _wait_polling(self, seconds: float) -> None:
+        """Wait while staying in the group: poll paused partitions (returns nothing)."""
+        deadline = time.monotonic() + seconds
+        while not self._stop.is_set() and not self._batch_dropped:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            self._consumer.pause(*self._consumer.assignment())
+            stray = self._consumer.poll(timeout_ms=int(min(remaining, 1.0) * 1000))
+            for tp, records in stray.items():
+                # Only possible for a partition assigned during the wait: read it again later.
+                self._consumer.seek(tp, records[0].offset)
+
+    def _commit(self, offsets: dict) -> None:
+        from kafka import OffsetAndMetadata
+        from kafka.errors import KafkaError
+
+        owned = self._consumer.assignment()
+        to_commit = {tp: OffsetAndMetadata(offset, "", -1) for tp, offset in offsets.items() if tp in owned}
+        if not to_commit:
+            return
+        try:
+            self._consumer.commit(to_commit)
+            self.stats.commits += 1
+            self.stats.last_commit_at = time.monotonic()
+            self._next_offsets.update({tp: om.offset for tp, om in to_commit.items()})
+        except KafkaError as exc:
+            # The data is durable; a new owner replays it and the sinks skip what exists.
+            log.warning("offset commit failed (%s); the next owner will replay the batch idempotently", exc)
+
+    def _drop_batch(self) -> None:
+        self._es_sink.clear()
+        self._dlq.clear()
+        self._archive.forget_all()
+        self._batch_dropped = True
+
+    def _rewind_dropped_batch(self) -> None:
+        """Seek partitions still owned back to the dropped batch, so it is read again."""
+        owned = self._consumer.assignment()
+        for tp, first_offset in self._batch_first_offsets.items():
+            if tp in owned:
+                self._consumer.seek(tp, first_offset)
+
+    # ------------------------------------------------------------------ rebalance
+
+    def _on_revoked(self, revoked) -> None:
+        revoked = list(revoked)
+        if self._es_sink.pending() or self._archive.pending() or self._dlq.pending():
+            log.warning("partitions %s revoked while a batch waits for a sink: dropping it uncommitted", revoked)
+            self._drop_batch()
+        self._archive.forget([tp.partition for tp in revoked])
+        for tp in revoked:
+            self._next_offsets.pop(tp, None)
+
+    def _on_assigned(self, assigned) -> None:
+        assigned = list(assigned)
+        log.info("assigned partitions %s", sorted(tp.partition for tp in assigned))
+        if self._assigned_at is None:
+            self._assigned_at = time.monotonic()
+        if self.options.from_beginning:
+            fresh = [tp for tp in assigned if tp not in self._seen_partitions]
+            if fresh:
+                self._consumer.seek_to_beginning(*fresh)
+        self._seen_partitions.update(assigned)
+        if self._paused and assigned:
+            self._consumer.pause(*assigned)
+
+    # ------------------------------------------------------------------ reporting
+
+    def _update_lag(self, offsets: dict) -> None:
+        lag = 0
+        for tp, next_offset in self._next_offsets.items():
+            highwater = self._consumer.highwater(tp)
+            if highwater is not None:
+                lag += max(highwater - next_offset, 0)
+        self.metrics.lag.set(lag)
+
+    def _report_model(self) -> None:
+        model = self._model_provider.current
+        if model is None:
+            log.warning("no model to serve (%s@%s): rules-only mode", self.settings.model_name, self.settings.model_alias)
+            self.metrics.set_model(None, None)
+        else:
+            log.info("serving model %s version %s", model.name, model.version)
+            self.metrics.set_model(model.name, model.version)
+
+    def _log_progress(self) -> None:
+        model = self._model_provider.current if self._model_provider else None
+        log.info("%s lag=%d model=%s", self.stats.line(), int(self.metrics.lag._value.get()),
+                 f"{model.name}/{model.version}" if model else "rules-only")
