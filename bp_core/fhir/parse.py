@@ -1,0 +1,434 @@
+"""Parsing FHIR R4 blood-pressure Observations into ``Reading`` objects.
+
+This runs on every Kafka message, so it is a hand-written validator over plain dicts
+(``orjson`` for the JSON, direct key access, no pydantic models); see
+``docs/bench-fhir-validation.md`` for the figures behind that choice.
+
+What is accepted (everything else is rejected with a one-line reason):
+
+- ``resourceType`` ``Observation`` whose ``code.coding`` holds LOINC 85354-9 (blood
+  pressure panel) in any position, e.g. after a device code.
+- Components found by their LOINC code, in any order: 8480-6 (systolic) and 8462-4
+  (diastolic). A component with a ``dataAbsentReason`` or no ``valueQuantity`` counts as
+  missing, and a missing one is a reject.
+- Values are JSON numbers (not strings, booleans, NaN or infinities) in UCUM ``mm[Hg]``
+  (the ``code`` when ``system`` is UCUM or absent, else the ``unit`` text ``mmHg`` or
+  ``mm[Hg]``). Values in ``kPa`` are converted with ``codes.MM_HG_PER_KPA`` and rounded
+  to 0.1 mmHg (a kPa device's own resolution, 0.1 kPa, is 0.75 mmHg: more digits
+  would be noise). Any other unit is a reject.
+- Physically possible values only: both positive, systolic <= 300, diastolic <= 200,
+  diastolic below systolic.
+- ``status``: ``final``, ``amended``, ``corrected``, ``preliminary`` and ``unknown``
+  are accepted (a value exists; the status is kept in ``Reading.status``; for
+  surveillance a possible crisis with an uncertain status is better seen than
+  dropped). ``registered`` (no result yet), ``cancelled``, ``entered-in-error``, a
+  missing status and any other code are rejected.
+- Effective time from ``effectiveDateTime``, ``effectiveInstant`` or
+  ``effectivePeriod.start`` (``.end`` when there is no start). FHIR partial dates
+  (``2012``, ``2012-09``, ``2012-09-17``) are valid and mean midnight UTC on the first
+  day. A time without a timezone (invalid FHIR, but common) is taken as UTC.
+- ``subject`` referring to a Patient: ``Patient/123``, ``https://host/fhir/Patient/123``
+  (``/_history/n`` ignored) and ``urn:uuid:abc`` give ``123`` / ``abc``; a reference
+  with only a logical ``identifier`` gives its ``value``.
+- Without an ``id``, the observation id is ``sha1-`` + the SHA-1 of the resource's
+  canonical JSON (sorted keys), so a replay of the same resource maps to the same id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from datetime import datetime, timezone
+
+import orjson
+
+from bp_core.errors import InvalidObservation
+from bp_core.fhir.codes import BP_PANEL, DIASTOLIC, KPA, LOINC, MM_HG, MM_HG_PER_KPA, SYSTOLIC, UCUM
+from bp_core.reading import Reading, Rejection
+
+__all__ = ["parse_payload", "parse_resource", "observation_id_of"]
+
+ACCEPTED_STATUSES = frozenset({"final", "amended", "corrected", "preliminary", "unknown"})
+REJECTED_STATUSES = frozenset({"registered", "cancelled", "entered-in-error"})
+
+MAX_SYSTOLIC_MM_HG = 300.0
+MAX_DIASTOLIC_MM_HG = 200.0
+
+_MM_HG_TEXTS = frozenset({"mmHg", MM_HG})
+_UTC = timezone.utc
+_NO_CONCEPT: dict = {}
+_NUMBER_TYPES = (int, float)  # checked with type(), not isinstance(): bool is an int
+
+
+def parse_payload(payload: bytes | str) -> list[Reading | Rejection]:
+    """Parse one Kafka message or file content into readings and rejections.
+
+    Accepts a single Observation, a Bundle of any type (each ``entry.resource`` that is
+    an Observation is parsed, other resources such as Patient are ignored), or NDJSON
+    (one resource per line, blank lines ignored).
+
+    Returns:
+        At least one item, in document order; never raises. A payload that is not
+        UTF-8, not JSON, not an object, or a Bundle without any Observation gives one
+        ``Rejection`` saying why.
+    """
+    try:
+        document = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        return _parse_undecodable(payload, exc)
+    return _parse_document(document)
+
+
+def parse_resource(resource: dict) -> Reading:
+    """Validate one FHIR BP Observation (a dict) and extract its reading.
+
+    Raises:
+        InvalidObservation: the resource is not a usable BP Observation; ``reason`` says
+            why in one sentence fragment and ``observation_id`` is set when known.
+    """
+    if type(resource) is not dict:
+        raise InvalidObservation(f"not a FHIR resource: JSON {_json_type(resource)} (expected an object)")
+    observation_id = observation_id_of(resource)
+    try:
+        return _extract(resource, observation_id)
+    except InvalidObservation:
+        raise
+    except (AttributeError, TypeError, KeyError, IndexError) as exc:
+        # An element of the wrong JSON type (e.g. a string where FHIR has an object):
+        # cheaper to convert here than to type-check every level on the hot path.
+        raise InvalidObservation(f"malformed Observation: an element has the wrong JSON type ({exc})",
+                                 observation_id) from exc
+
+
+def observation_id_of(resource: dict) -> str:
+    """The resource's ``id``, or ``sha1-<hex>`` of its canonical JSON when it has none.
+
+    Raises:
+        InvalidObservation: the resource has no id and cannot be serialised.
+    """
+    resource_id = resource.get("id")
+    if type(resource_id) is str and resource_id:
+        return resource_id
+    try:
+        canonical = orjson.dumps(resource, option=orjson.OPT_SORT_KEYS)
+    except orjson.JSONEncodeError as exc:
+        raise InvalidObservation(f"resource is not JSON-serialisable ({exc})") from exc
+    return "sha1-" + hashlib.sha1(canonical).hexdigest()
+
+
+# --------------------------------------------------------------------------- documents
+
+
+def _parse_undecodable(payload: bytes | str, exc: orjson.JSONDecodeError) -> list[Reading | Rejection]:
+    """The whole payload is not one JSON value: empty, not UTF-8, NDJSON, or garbage."""
+    if isinstance(payload, (bytes, bytearray, memoryview)):
+        try:
+            text = bytes(payload).decode("utf-8")
+        except UnicodeDecodeError as err:
+            return [Rejection(f"not UTF-8: {err.reason} at byte {err.start}")]
+    else:
+        text = payload
+    if text.startswith("\ufeff"):  # a byte-order mark, as some Windows tools write
+        text = text[1:]
+        try:
+            return _parse_document(orjson.loads(text))
+        except orjson.JSONDecodeError:
+            pass  # not one JSON document: maybe NDJSON, handled below
+    if not text.strip():
+        return [Rejection("empty message")]
+    # Only "\n" ends an NDJSON line: str.splitlines() would also split on U+2028 etc.,
+    # which JSON strings may contain unescaped.
+    lines = [(number, line) for number, line in enumerate(text.split("\n"), 1) if line.strip()]
+    # NDJSON only when it starts like NDJSON: otherwise a text file or a broken
+    # pretty-printed document would give one reject per line instead of one.
+    if len(lines) < 2 or not _is_json_object(lines[0][1]):
+        return [Rejection(f"not JSON: {exc}")]
+    results: list[Reading | Rejection] = []
+    for number, line in lines:
+        try:
+            document = orjson.loads(line)
+        except orjson.JSONDecodeError as line_exc:
+            results.append(Rejection(f"line {number}: not JSON: {line_exc}"))
+            continue
+        results.extend(_parse_document(document))
+    return results
+
+
+def _is_json_object(line: str) -> bool:
+    try:
+        return type(orjson.loads(line)) is dict
+    except orjson.JSONDecodeError:
+        return False
+
+
+def _parse_document(document: object) -> list[Reading | Rejection]:
+    """One decoded JSON value: an Observation, a Bundle, or a reject."""
+    if type(document) is not dict:
+        return [Rejection(f"not a FHIR resource: JSON {_json_type(document)} (expected an object)")]
+    resource_type = document.get("resourceType")
+    if resource_type == "Bundle":
+        return _parse_bundle(document)
+    return [_parse_one(document)]
+
+
+def _parse_one(resource: dict) -> Reading | Rejection:
+    try:
+        return parse_resource(resource)
+    except InvalidObservation as exc:
+        return Rejection(exc.reason, exc.observation_id)
+
+
+def _parse_bundle(bundle: dict) -> list[Reading | Rejection]:
+    """Every Observation among the Bundle's entries; other resources are ignored."""
+    entries = bundle.get("entry") or []
+    bundle_id = bundle.get("id") if type(bundle.get("id")) is str else None
+    if type(entries) is not list:
+        return [Rejection(f"malformed Bundle: entry is a JSON {_json_type(entries)}, not an array", bundle_id)]
+    results: list[Reading | Rejection] = []
+    for entry in entries:
+        resource = entry.get("resource") if type(entry) is dict else None
+        if type(resource) is dict and resource.get("resourceType") == "Observation":
+            results.append(_parse_one(resource))
+    if not results:
+        return [Rejection(f"Bundle holds no Observation ({len(entries)} entries)", bundle_id)]
+    return results
+
+
+# --------------------------------------------------------------------------- one Observation
+
+
+def _extract(resource: dict, observation_id: str) -> Reading:
+    resource_type = resource.get("resourceType")
+    if resource_type != "Observation":
+        if resource_type is None:
+            raise InvalidObservation("not a FHIR resource: no resourceType", observation_id)
+        raise InvalidObservation(f"not an Observation: resourceType is {resource_type!r}", observation_id)
+    if not _has_coding(resource.get("code"), BP_PANEL):
+        raise InvalidObservation(f"not a blood-pressure panel: code has no LOINC {BP_PANEL}", observation_id)
+    status = resource.get("status")
+    if status not in ACCEPTED_STATUSES:
+        raise InvalidObservation(_status_reason(status), observation_id)
+
+    systolic_component, diastolic_component = _find_components(resource.get("component"), observation_id)
+    systolic = _value_mm_hg(systolic_component, "systolic", observation_id)
+    diastolic = _value_mm_hg(diastolic_component, "diastolic", observation_id)
+    _check_plausible(systolic, diastolic, observation_id)
+
+    return Reading(
+        observation_id=observation_id,
+        patient_id=_patient_id(resource.get("subject"), observation_id),
+        effective=_effective(resource, observation_id),
+        systolic_mm_hg=systolic,
+        diastolic_mm_hg=diastolic,
+        status=status,
+    )
+
+
+def _status_reason(status: object) -> str:
+    if status is None:
+        return "missing status"
+    if status in REJECTED_STATUSES:
+        return f"status is {status!r}: not a usable result"
+    return f"unknown status {status!r}"
+
+
+def _has_coding(concept: dict | None, code: str) -> bool:
+    """True when the CodeableConcept has a LOINC coding with this code."""
+    if not concept:
+        return False
+    for coding in concept.get("coding") or ():
+        if coding.get("code") == code and coding.get("system") == LOINC:
+            return True
+    return False
+
+
+def _find_components(components: list | None, observation_id: str) -> tuple[dict, dict]:
+    """The systolic and diastolic components, found by LOINC code in any order."""
+    if not components:
+        raise InvalidObservation("missing systolic and diastolic: Observation has no component", observation_id)
+    systolic = diastolic = None
+    for component in components:
+        for coding in (component.get("code") or _NO_CONCEPT).get("coding") or ():
+            code = coding.get("code")
+            if code == SYSTOLIC and coding.get("system") == LOINC:
+                if systolic is not None:
+                    raise InvalidObservation("more than one systolic component", observation_id)
+                systolic = component
+                break
+            if code == DIASTOLIC and coding.get("system") == LOINC:
+                if diastolic is not None:
+                    raise InvalidObservation("more than one diastolic component", observation_id)
+                diastolic = component
+                break
+    if systolic is None:
+        raise InvalidObservation(f"missing systolic: no component with LOINC {SYSTOLIC}", observation_id)
+    if diastolic is None:
+        raise InvalidObservation(f"missing diastolic: no component with LOINC {DIASTOLIC}", observation_id)
+    return systolic, diastolic
+
+
+def _value_mm_hg(component: dict, name: str, observation_id: str) -> float:
+    """The component's value in mmHg (kPa converted), or a reject saying why not."""
+    quantity = component.get("valueQuantity")
+    if quantity is None:
+        absent = component.get("dataAbsentReason")
+        if absent is not None:
+            raise InvalidObservation(f"missing {name} (dataAbsentReason: {_concept_text(absent)})", observation_id)
+        raise InvalidObservation(f"missing {name}: component has no valueQuantity", observation_id)
+    value = quantity.get("value")
+    if type(value) not in _NUMBER_TYPES:
+        raise InvalidObservation(f"{name} value is not a number: {value!r}", observation_id)
+    if type(value) is float and not math.isfinite(value):
+        raise InvalidObservation(f"{name} value is not a finite number: {value!r}", observation_id)
+    unit = _unit(quantity)
+    if unit == MM_HG:
+        return float(value)
+    if unit == KPA:
+        return round(value * MM_HG_PER_KPA, 1)
+    raise InvalidObservation(f"{name} unit must be {MM_HG} or {KPA}, got {unit!r}", observation_id)
+
+
+def _unit(quantity: dict) -> str | None:
+    """The quantity's UCUM unit: the code when the system is UCUM (or absent), else the text."""
+    code = quantity.get("code")
+    if code is not None and quantity.get("system", UCUM) == UCUM:
+        return code
+    text = quantity.get("unit")
+    if text in _MM_HG_TEXTS:
+        return MM_HG
+    return code if code is not None else text
+
+
+def _concept_text(concept: dict) -> str:
+    """A CodeableConcept in a few words: its first coding's code, or its text."""
+    for coding in concept.get("coding") or ():
+        if coding.get("code"):
+            return str(coding["code"])
+    return str(concept.get("text") or "unspecified")
+
+
+def _check_plausible(systolic: float, diastolic: float, observation_id: str) -> None:
+    if systolic <= 0 or diastolic <= 0:
+        raise InvalidObservation(f"impossible reading {_fmt(systolic)}/{_fmt(diastolic)} mmHg: "
+                                 "values must be positive", observation_id)
+    if systolic > MAX_SYSTOLIC_MM_HG:
+        raise InvalidObservation(f"impossible systolic {_fmt(systolic)} mmHg "
+                                 f"(above {_fmt(MAX_SYSTOLIC_MM_HG)})", observation_id)
+    if diastolic > MAX_DIASTOLIC_MM_HG:
+        raise InvalidObservation(f"impossible diastolic {_fmt(diastolic)} mmHg "
+                                 f"(above {_fmt(MAX_DIASTOLIC_MM_HG)})", observation_id)
+    if diastolic >= systolic:
+        raise InvalidObservation(f"impossible reading {_fmt(systolic)}/{_fmt(diastolic)} mmHg: "
+                                 "diastolic not below systolic", observation_id)
+
+
+def _fmt(value: float) -> str:
+    return f"{value:g}"
+
+
+def _patient_id(subject: dict | None, observation_id: str) -> str:
+    """The Patient id of the subject reference (see the module docstring for the forms)."""
+    if not subject:
+        raise InvalidObservation("missing subject: no patient reference", observation_id)
+    reference = subject.get("reference")
+    if reference is None:
+        identifier = subject.get("identifier")
+        value = identifier.get("value") if identifier else None
+        if type(value) is str and value:
+            return value
+        raise InvalidObservation("missing subject: reference has neither reference nor identifier.value",
+                                 observation_id)
+    if type(reference) is not str:
+        raise InvalidObservation(f"subject reference is not a string: {reference!r}", observation_id)
+    if reference.startswith("Patient/"):
+        patient_id = reference[8:]
+        if patient_id and "/" not in patient_id:  # the common case, without splitting
+            return patient_id
+    if reference.startswith("urn:uuid:") or reference.startswith("urn:oid:"):
+        patient_id = reference[reference.index(":", 4) + 1:]
+        if patient_id:
+            kind = subject.get("type")
+            if kind is not None and kind != "Patient":
+                raise InvalidObservation(f"subject is not a Patient: type {kind!r}", observation_id)
+            return patient_id
+        raise InvalidObservation(f"subject reference has no id: {reference!r}", observation_id)
+    return _patient_id_from_url(reference, observation_id)
+
+
+def _patient_id_from_url(reference: str, observation_id: str) -> str:
+    """``[base/]Patient/123[/_history/4]`` -> ``123``."""
+    parts = reference.split("?", 1)[0].split("/")
+    if "_history" in parts:
+        parts = parts[:parts.index("_history")]
+    if len(parts) >= 2 and parts[-1]:
+        if parts[-2] == "Patient":
+            return parts[-1]
+        if parts[-2][:1].isupper():
+            raise InvalidObservation(f"subject is not a Patient: {reference!r}", observation_id)
+    raise InvalidObservation(f"subject reference is not a Patient reference: {reference!r}", observation_id)
+
+
+def _effective(resource: dict, observation_id: str) -> datetime:
+    """The effective time, timezone-aware (see the module docstring for the sources)."""
+    text = resource.get("effectiveDateTime")
+    source = "effectiveDateTime"
+    if text is None:
+        text = resource.get("effectiveInstant")
+        source = "effectiveInstant"
+    if text is None:
+        period = resource.get("effectivePeriod")
+        if period:
+            text = period.get("start")
+            source = "effectivePeriod.start"
+            if text is None:
+                text = period.get("end")
+                source = "effectivePeriod.end"
+    if text is None:
+        raise InvalidObservation("missing effective time: no effectiveDateTime, effectiveInstant "
+                                 "or effectivePeriod", observation_id)
+    moment = _parse_fhir_datetime(text)
+    if moment is None:
+        raise InvalidObservation(f"{source} is not a FHIR dateTime: {text!r}", observation_id)
+    return moment
+
+
+def _parse_fhir_datetime(text: object) -> datetime | None:
+    """A FHIR ``dateTime``/``instant`` as an aware datetime, or None when it is not one.
+
+    Partial dates mean midnight UTC on the first day; a time without an offset is UTC.
+    Only the FHIR shapes (``YYYY``, ``YYYY-MM``, ``YYYY-MM-DD``, ``YYYY-MM-DDThh:mm...``)
+    pass: ``fromisoformat`` alone would also take ISO week dates and basic formats.
+    """
+    if type(text) is not str:
+        return None
+    length = len(text)
+    try:
+        if length >= 10 and text[4] == "-" and text[7] == "-" and (length == 10 or text[10] == "T"):
+            moment = datetime.fromisoformat(text)
+        elif length == 7 and text[4] == "-" and text[:4].isdigit() and text[5:].isdigit():
+            moment = datetime(int(text[:4]), int(text[5:]), 1)
+        elif length == 4 and text.isdigit():
+            moment = datetime(int(text), 1, 1)
+        else:
+            return None
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=_UTC)
+    return moment
+
+
+def _json_type(value: object) -> str:
+    if isinstance(value, dict):
+        return "object"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if value is None:
+        return "null"
+    return type(value).__name__

@@ -1,0 +1,155 @@
+"""Clinical rules: anomaly thresholds and AHA 2017 blood-pressure categories.
+
+Pure functions, in a scalar form (one reading) and a vectorised form (numpy arrays, for
+the consumer's batches); tests check that both agree everywhere.
+
+Anomaly (the brief's thresholds, configurable): systolic above ``systolic_high`` (140)
+or below ``systolic_low`` (90), diastolic above ``diastolic_high`` (90) or below
+``diastolic_low`` (60), all strict: 140/90 is not an anomaly, 141 or 89 systolic is.
+
+Category (AHA/ACC 2017, plus hypotension), first match wins::
+
+    hypertensive_crisis    systolic > 180  or diastolic > 120
+    hypertension_stage_2   systolic >= 140 or diastolic >= 90
+    hypertension_stage_1   systolic >= 130 or diastolic >= 80
+    hypotension            systolic < 90   or diastolic < 60
+    elevated               systolic >= 120           (diastolic < 80 by now)
+    normal                 everything else: systolic < 120 and diastolic < 80
+
+Precedence: the hypertensive categories come before hypotension because they carry the
+higher clinical risk and AHA classifies by the worse of the two numbers (150/55 is
+stage 2, not hypotension); hypotension comes before elevated and normal because a low
+number is itself clinically relevant (125/55 is hypotension). Readings with diastolic
+>= systolic never get here: the parser rejects them. The AHA bands are written for whole
+mmHg; the half-open bounds above extend them to decimals without gaps (129.5 is
+elevated, 180.5 is a crisis). The category and the anomaly flag are separate fields:
+neither is derived from the other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from bp_core.errors import UsageError
+
+NORMAL = "normal"
+ELEVATED = "elevated"
+STAGE_1 = "hypertension_stage_1"
+STAGE_2 = "hypertension_stage_2"
+CRISIS = "hypertensive_crisis"
+HYPOTENSION = "hypotension"
+CATEGORIES = (NORMAL, ELEVATED, STAGE_1, STAGE_2, CRISIS, HYPOTENSION)
+
+ANOMALY_TYPES = ("systolic_high", "systolic_low", "diastolic_high", "diastolic_low")
+
+# AHA 2017 bounds (mmHg)
+CRISIS_SYSTOLIC_ABOVE = 180.0
+CRISIS_DIASTOLIC_ABOVE = 120.0
+STAGE_2_SYSTOLIC_FROM = 140.0
+STAGE_2_DIASTOLIC_FROM = 90.0
+STAGE_1_SYSTOLIC_FROM = 130.0
+STAGE_1_DIASTOLIC_FROM = 80.0
+ELEVATED_SYSTOLIC_FROM = 120.0
+HYPOTENSION_SYSTOLIC_BELOW = 90.0
+HYPOTENSION_DIASTOLIC_BELOW = 60.0
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Anomaly thresholds in mmHg; a reading is anomalous strictly outside [low, high].
+
+    Raises:
+        UsageError: a low threshold is not below its high one.
+    """
+
+    systolic_high: float = 140.0
+    systolic_low: float = 90.0
+    diastolic_high: float = 90.0
+    diastolic_low: float = 60.0
+
+    def __post_init__(self) -> None:
+        if not self.systolic_low < self.systolic_high:
+            raise UsageError(f"systolic low threshold ({self.systolic_low:g}) must be below "
+                             f"the high one ({self.systolic_high:g})")
+        if not self.diastolic_low < self.diastolic_high:
+            raise UsageError(f"diastolic low threshold ({self.diastolic_low:g}) must be below "
+                             f"the high one ({self.diastolic_high:g})")
+
+    @classmethod
+    def from_settings(cls, settings) -> "Thresholds":
+        """The thresholds of a ``bp_core.settings.Settings`` (``BP_SYSTOLIC_HIGH`` etc.).
+
+        Raises:
+            UsageError: a low threshold is not below its high one.
+        """
+        return cls(systolic_high=settings.systolic_high, systolic_low=settings.systolic_low,
+                   diastolic_high=settings.diastolic_high, diastolic_low=settings.diastolic_low)
+
+
+DEFAULT_THRESHOLDS = Thresholds()
+
+
+def anomaly_types(systolic: float, diastolic: float, thresholds: Thresholds = DEFAULT_THRESHOLDS) -> list[str]:
+    """The thresholds a reading crosses, in the order of ``ANOMALY_TYPES`` (empty if none)."""
+    types = []
+    if systolic > thresholds.systolic_high:
+        types.append("systolic_high")
+    if systolic < thresholds.systolic_low:
+        types.append("systolic_low")
+    if diastolic > thresholds.diastolic_high:
+        types.append("diastolic_high")
+    if diastolic < thresholds.diastolic_low:
+        types.append("diastolic_low")
+    return types
+
+
+def is_rule_anomaly(systolic: float, diastolic: float, thresholds: Thresholds = DEFAULT_THRESHOLDS) -> bool:
+    """True when the reading crosses any threshold."""
+    return (systolic > thresholds.systolic_high or systolic < thresholds.systolic_low
+            or diastolic > thresholds.diastolic_high or diastolic < thresholds.diastolic_low)
+
+
+def category(systolic: float, diastolic: float) -> str:
+    """The AHA 2017 category of one reading (one of ``CATEGORIES``; precedence above)."""
+    if systolic > CRISIS_SYSTOLIC_ABOVE or diastolic > CRISIS_DIASTOLIC_ABOVE:
+        return CRISIS
+    if systolic >= STAGE_2_SYSTOLIC_FROM or diastolic >= STAGE_2_DIASTOLIC_FROM:
+        return STAGE_2
+    if systolic >= STAGE_1_SYSTOLIC_FROM or diastolic >= STAGE_1_DIASTOLIC_FROM:
+        return STAGE_1
+    if systolic < HYPOTENSION_SYSTOLIC_BELOW or diastolic < HYPOTENSION_DIASTOLIC_BELOW:
+        return HYPOTENSION
+    if systolic >= ELEVATED_SYSTOLIC_FROM:
+        return ELEVATED
+    return NORMAL
+
+
+_CATEGORY_NAMES = np.array(CATEGORIES)
+_CATEGORY_INDEX = {name: index for index, name in enumerate(CATEGORIES)}
+
+
+def category_codes(systolic: np.ndarray, diastolic: np.ndarray) -> np.ndarray:
+    """``category`` for arrays of readings: a numpy array of category names (``<U20``)."""
+    systolic = np.asarray(systolic, dtype=np.float64)
+    diastolic = np.asarray(diastolic, dtype=np.float64)
+    # np.select takes the first true condition: the same precedence as ``category``.
+    conditions = [
+        (systolic > CRISIS_SYSTOLIC_ABOVE) | (diastolic > CRISIS_DIASTOLIC_ABOVE),
+        (systolic >= STAGE_2_SYSTOLIC_FROM) | (diastolic >= STAGE_2_DIASTOLIC_FROM),
+        (systolic >= STAGE_1_SYSTOLIC_FROM) | (diastolic >= STAGE_1_DIASTOLIC_FROM),
+        (systolic < HYPOTENSION_SYSTOLIC_BELOW) | (diastolic < HYPOTENSION_DIASTOLIC_BELOW),
+        systolic >= ELEVATED_SYSTOLIC_FROM,
+    ]
+    choices = [_CATEGORY_INDEX[name] for name in (CRISIS, STAGE_2, STAGE_1, HYPOTENSION, ELEVATED)]
+    return _CATEGORY_NAMES[np.select(conditions, choices, default=_CATEGORY_INDEX[NORMAL])]
+
+
+def rule_anomaly_mask(systolic: np.ndarray, diastolic: np.ndarray,
+                      thresholds: Thresholds = DEFAULT_THRESHOLDS) -> np.ndarray:
+    """``is_rule_anomaly`` for arrays of readings: a boolean numpy array."""
+    systolic = np.asarray(systolic, dtype=np.float64)
+    diastolic = np.asarray(diastolic, dtype=np.float64)
+    return ((systolic > thresholds.systolic_high) | (systolic < thresholds.systolic_low)
+            | (diastolic > thresholds.diastolic_high) | (diastolic < thresholds.diastolic_low))
