@@ -1,0 +1,182 @@
+"""Serve the promoted model to the consumer, and follow promotions without a restart.
+
+``ModelProvider`` polls the registry alias (``settings.model_alias``, 'champion') every
+``refresh_seconds``; when it points at another version it loads
+``models:/NAME/<version number>`` (the number, not the alias: the alias could move again
+between the lookup and the download) and swaps it in. With ``BP_MODEL_PATH`` it serves
+a joblib file instead and reloads it when the file's mtime changes.
+
+The provider never raises: with no champion, or MLflow unreachable, the consumer runs
+on the rules alone (``current is None``) or keeps the model it has, and a warning is
+logged once per outage, not at every poll.
+
+An unreachable tracking server must not stall the consumer: for HTTP tracking URIs the
+provider lowers MLflow's request retries and timeout (``MLFLOW_HTTP_REQUEST_MAX_RETRIES``
+=1, ``MLFLOW_HTTP_REQUEST_TIMEOUT``=10 s) unless they are set in the environment; the
+defaults (7 retries with exponential backoff, 120 s) would block a poll for minutes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from bp_core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+FAST_FAIL_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """A model ready to score feature matrices."""
+
+    name: str            # registered model name, or 'file:<basename>' for BP_MODEL_PATH
+    version: str         # registry version number as str, or a short sha256 of the file
+    predict_proba: Callable[[np.ndarray], np.ndarray]  # feature matrix -> P(anomaly), 1-D float array
+
+
+def served(name: str, version: str, estimator) -> ServedModel:
+    """Wrap a fitted classifier: ``predict_proba`` returns column 1 (P(anomaly)).
+
+    Args:
+        name: model name to report.
+        version: version to report.
+        estimator: a fitted scikit-learn classifier whose class 1 is "anomaly".
+    Returns:
+        A ``ServedModel`` calling the estimator's own ``predict_proba`` on the numpy
+        matrix (no pyfunc, no DataFrame: the fast path).
+    """
+    estimator_proba = estimator.predict_proba
+
+    def predict_proba(features: np.ndarray) -> np.ndarray:
+        return estimator_proba(features)[:, 1]
+
+    return ServedModel(name=name, version=str(version), predict_proba=predict_proba)
+
+
+def file_digest(path: Path) -> str:
+    """First 12 hex digits of the file's sha256."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()[:12]
+
+
+class ModelProvider:
+    """The model the consumer serves now, refreshed from the registry (or a file)."""
+
+    def __init__(self, settings: Settings, *, refresh_seconds: float = 30.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._settings = settings
+        self._refresh_seconds = float(refresh_seconds)
+        self._clock = clock
+        self._current: ServedModel | None = None
+        self._next_check = -float("inf")
+        self._client = None
+        self._failing = False        # inside an outage: warned already
+        self._absent_warned = False  # "no champion" warned already
+        self._file_mtime: int | None = None
+
+    @property
+    def current(self) -> ServedModel | None:
+        """The model to score with, or None (rules-only)."""
+        return self._current
+
+    def start(self) -> None:
+        """First load. Never raises: without a model, ``current`` stays None."""
+        if self._settings.model_path is None and self._settings.mlflow_tracking_uri.startswith(("http://", "https://")):
+            for key, value in FAST_FAIL_ENV.items():
+                os.environ.setdefault(key, value)
+        self._next_check = self._clock() + self._refresh_seconds
+        self._refresh()
+
+    def maybe_refresh(self) -> bool:
+        """Check for a new model if the refresh interval has passed.
+
+        Cheap when not due (one clock read). Never raises.
+
+        Returns:
+            True if a different model was swapped in.
+        """
+        now = self._clock()
+        if now < self._next_check:
+            return False
+        self._next_check = now + self._refresh_seconds
+        return self._refresh()
+
+    # ---------------------------------------------------------------- internals
+
+    def _refresh(self) -> bool:
+        source = str(self._settings.model_path) if self._settings.model_path else self._settings.mlflow_tracking_uri
+        try:
+            if self._settings.model_path is not None:
+                swapped = self._refresh_from_file(Path(self._settings.model_path))
+            else:
+                swapped = self._refresh_from_registry()
+        except Exception as exc:  # the contract: never raise; keep serving what we have
+            if not self._failing:
+                log.warning("cannot refresh the model from %s (%s: %s); %s", source, type(exc).__name__,
+                            _first_line(exc), "keeping version " + self._current.version if self._current
+                            else "rules-only until it is reachable")
+                self._failing = True
+            return False
+        if self._failing:
+            log.info("model source %s reachable again", source)
+            self._failing = False
+        return swapped
+
+    def _refresh_from_registry(self) -> bool:
+        from bp_core.model.promotion import model_cache_dir
+        from bp_core.model.registry import client_for, get_alias_version, load_version
+
+        settings = self._settings
+        if self._client is None:
+            self._client = client_for(settings.mlflow_tracking_uri)
+        version = get_alias_version(self._client, settings.model_name, settings.model_alias)
+        if version is None:
+            # A vanished alias keeps the current model: dropping to rules-only on a
+            # registry glitch would be worse than serving the last known champion.
+            if not self._absent_warned:
+                log.warning("no %s@%s in the registry: %s", settings.model_name, settings.model_alias,
+                            "keeping version " + self._current.version if self._current else "rules-only")
+                self._absent_warned = True
+            return False
+        self._absent_warned = False
+        if self._current is not None and self._current.version == version:
+            return False
+        estimator = load_version(settings.mlflow_tracking_uri, settings.model_name, version, model_cache_dir(settings))
+        previous = self._current
+        self._current = served(settings.model_name, version, estimator)
+        log.info("serving %s version %s (%s@%s)%s", settings.model_name, version, settings.model_name,
+                 settings.model_alias, f", was version {previous.version}" if previous else "")
+        return True
+
+    def _refresh_from_file(self, path: Path) -> bool:
+        import joblib
+
+        mtime = path.stat().st_mtime_ns
+        if mtime == self._file_mtime:
+            return False
+        estimator = joblib.load(path)
+        version = file_digest(path)
+        self._file_mtime = mtime
+        if self._current is not None and self._current.version == version:
+            return False  # touched, same content
+        self._current = served(f"file:{path.name}", version, estimator)
+        log.info("serving model file %s (sha256 %s)", path, version)
+        return True
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else ""
