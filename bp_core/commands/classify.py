@@ -31,6 +31,8 @@ Scorer = Callable[[Sequence["Reading"]], Sequence[float]]
 def add_arguments(parser) -> None:
     parser.add_argument("files", nargs="+", metavar="FILE",
                         help="a FHIR Observation, Bundle or NDJSON file; '-' for standard input")
+    parser.add_argument("--no-model", action="store_true",
+                        help="rules only: do not look for a promoted model (BP_MODEL_PATH or the MLflow champion)")
 
 
 def run(args, settings) -> int:
@@ -43,9 +45,7 @@ def run(args, settings) -> int:
     thresholds = Thresholds.from_settings(settings)
     # Read everything first: an unreadable file is a usage error before any output.
     payloads = [(_source_name(name), _read(name)) for name in args.files]
-    # MODEL HOOK: once bp_core.model.serving exists, build a scorer from the served
-    # model (settings.model_name@model_alias) here and pass it on; None = rules only.
-    scorer: Scorer | None = None
+    scorer = None if args.no_model else served_model_scorer(settings)
     rejected = False
     out = sys.stdout
     for source, payload in payloads:
@@ -55,6 +55,36 @@ def run(args, settings) -> int:
             out.write("\n")
     out.flush()
     return 1 if rejected else 0
+
+
+def served_model_scorer(settings) -> "Scorer | None":
+    """A scorer from the model the consumer would serve, or None when there is none.
+
+    A local SQLite store that does not exist yet means no model: it is not created just
+    to find that out.
+    """
+    from pathlib import Path
+
+    uri = settings.mlflow_tracking_uri
+    if settings.model_path is None and uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
+        return None
+    import numpy as np
+
+    from bp_core.features import feature_matrix
+    from bp_core.model.serving import ModelProvider
+
+    provider = ModelProvider(settings)
+    provider.start()
+    model = provider.current
+    if model is None:
+        return None
+
+    def score(readings):
+        systolic = np.array([r.systolic_mm_hg for r in readings], dtype=np.float64)
+        diastolic = np.array([r.diastolic_mm_hg for r in readings], dtype=np.float64)
+        return model.predict_proba(feature_matrix(systolic, diastolic)).tolist()
+
+    return score
 
 
 def classify_payload(payload: bytes, source: str, thresholds: "Thresholds",
