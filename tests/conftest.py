@@ -19,3 +19,14 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
     return FIXTURES_DIR
+
+
+@pytest.fixture(autouse=True)
+def _restore_environment():
+    """Undo environment changes a test (or MLflow's set_tracking_uri) leaves behind."""
+    import os
+
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)

@@ -1,0 +1,50 @@
+"""bp_stream_simulation: produce a burst of synthetic FHIR Observations into Kafka."""
+
+from __future__ import annotations
+
+import pendulum
+from airflow.sdk import Param, dag, get_current_context, task
+
+from _bp_common import DAG_DEFAULTS, TAGS, plain, settings
+
+DOC = """
+### Stream simulation (manual)
+
+Produces `count` synthetic FHIR R4 blood-pressure Observations for `patients` patients
+into the `$BP_TOPIC` Kafka topic (key = patient id) at about `rate` messages per second,
+exactly as `bp produce` does. The running consumer (`bp consume`) scores them and routes
+them to Elasticsearch / the archive / the DLQ.
+
+Trigger it by hand ("Trigger DAG" with params); it has no schedule.
+"""
+
+
+@dag(
+    dag_id="bp_stream_simulation",
+    schedule=None,
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    tags=[*TAGS, "kafka", "simulation"],
+    doc_md=DOC,
+    params={
+        "count": Param(5000, type="integer", minimum=1, description="messages to produce"),
+        "rate": Param(500, type=["null", "number"], exclusiveMinimum=0,
+                      description="messages per second; empty: as fast as possible"),
+        "patients": Param(100, type="integer", minimum=1, description="synthetic patients"),
+        "seed": Param(0, type="integer", description="random seed"),
+    },
+    **DAG_DEFAULTS,
+)
+def bp_stream_simulation():
+    @task
+    def produce() -> dict:
+        from bp_core.producer import produce as produce_observations
+
+        params = get_current_context()["params"]
+        summary = produce_observations(settings(), count=params["count"], rate=params["rate"],
+                                       patients=params["patients"], seed=params["seed"])
+        return plain(summary)
+
+    produce()
+
+
+bp_stream_simulation()

@@ -1,0 +1,72 @@
+"""bp_train_model: retrain weekly, or as soon as a new training data set lands."""
+
+from __future__ import annotations
+
+import pendulum
+from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, get_current_context, task
+
+from _bp_common import CHALLENGER_MODEL, DAG_DEFAULTS, TAGS, TRAINING_DATA, choose_training_data, plain, settings
+
+DOC = """
+### Train a challenger model
+
+Runs every Monday 03:00 UTC **or** when `bp_training_data` is updated. Trains the
+anomaly classifier on one training data set, logs the run to MLflow (experiment
+`bp-anomaly`) and registers a new version of `bp-anomaly-classifier` with the alias
+`challenger`. Updates the `bp_challenger_model` asset, which triggers
+`bp_promote_model`.
+
+Which data set: the `data_path` param when given; else the partition named by the
+triggering `bp_training_data` event; else the newest partition under
+`$BP_DATA_DIR/training/`.
+
+Returns (XCom) the new version, its MLflow run id and key metrics.
+"""
+
+
+@dag(
+    dag_id="bp_train_model",
+    schedule=AssetOrTimeSchedule(
+        timetable=CronTriggerTimetable("0 3 * * 1", timezone="UTC"),
+        assets=[TRAINING_DATA],
+    ),
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    tags=[*TAGS, "mlflow", "training"],
+    doc_md=DOC,
+    params={
+        "data_path": Param(None, type=["null", "string"],
+                           description="training data set folder; empty: triggering event, else newest"),
+        "seed": Param(0, type="integer", description="training random seed"),
+        "C": Param(1.0, type="number", exclusiveMinimum=0, description="inverse regularisation strength"),
+    },
+    **DAG_DEFAULTS,
+)
+def bp_train_model():
+    @task(outlets=[CHALLENGER_MODEL])
+    def train() -> dict:
+        from bp_core.model.training import train_and_register
+
+        context = get_current_context()
+        params = context["params"]
+        bp_settings = settings()
+        data_path = choose_training_data(params["data_path"], context.get("triggering_asset_events") or {},
+                                         bp_settings.data_dir / "training")
+        result = train_and_register(bp_settings, data_path, seed=params["seed"], C=params["C"])
+        summary = plain({
+            "model_name": bp_settings.model_name,
+            "model_version": str(result.model_version),
+            "run_id": result.run_id,
+            "data_path": str(data_path),
+            "rows": result.rows,
+            "seconds": round(float(result.seconds), 2),
+            "metrics": result.metrics,
+            "rules_metrics": result.rules_metrics,
+        })
+        context["outlet_events"][CHALLENGER_MODEL].extra = {
+            k: summary[k] for k in ("model_name", "model_version", "run_id", "data_path")}
+        return summary
+
+    train()
+
+
+bp_train_model()
