@@ -6,7 +6,7 @@ PYTEST := $(VENV)/bin/pytest
 STACK := infra/stack.sh
 PYTEST_ARGS ?=
 
-.PHONY: help install stack-up stack-down stack-status test test-unit test-integration lock clean
+.PHONY: help install stack-up stack-down stack-status test test-unit bench lock clean
 
 help:
 	@echo "make install       create/refresh .venv (pinned by requirements.lock)"
@@ -15,6 +15,7 @@ help:
 	@echo "make stack-status  show what runs where"
 	@echo "make test          install, start the stack if needed, run every test, stop what it started"
 	@echo "make test-unit     the fast tests that need no service"
+	@echo "make bench         every benchmark against the local stack; rewrites docs/benchmarks.md"
 
 install:
 	@infra/install.sh
@@ -38,6 +39,17 @@ test: install
 
 test-unit: install
 	@$(PYTEST) tests/unit $(PYTEST_ARGS)
+
+# Every benchmark, in one run, then docs/benchmarks.md from their sections.
+bench: install
+	@$(STACK) is-up || $(STACK) up
+	$(PY) bench/bench_consumer.py --messages 100000 --profile
+	$(PY) bench/bench_latency.py --rate 1000 --seconds 30
+	$(PY) bench/bench_memory.py --messages 1000000
+	$(PY) bench/bench_producer.py --count 200000
+	$(PY) bench/bench_fhir_validation.py --n 10000
+	$(PY) bench/bench_training.py --rows 1000000
+	$(PY) bench/report.py
 
 # Re-pin after changing dependencies in pyproject.toml (run in a working .venv).
 lock:

