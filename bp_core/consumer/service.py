@@ -1,26 +1,31 @@
 """The consumer service: poll a batch, validate, score, route, make it durable, commit.
 
-One loop iteration handles one batch (up to ``batch_size`` messages):
+Each batch (up to ``batch_size`` messages) goes through two stages:
 
-1. ``poll`` a batch from the partitions this member owns;
-2. parse every message (``bp_core.fhir.parse``); rejects are buffered for the DLQ;
-3. score the valid readings in one vectorised call (rules + the served model);
-4. buffer anomalies for Elasticsearch and normal readings for the archive;
-5. flush Elasticsearch, then the archive (fsync), then the DLQ (acked);
-6. commit the batch's offsets — only now, when every outcome is durable.
+1. prepare (this thread): parse every message (``bp_core.fhir.parse``), score the valid
+   readings in one vectorised call (rules + the served model), and fill the batch's own
+   buffers: anomaly documents for Elasticsearch, normal lines for the archive, rejects
+   for the dead-letter topic;
+2. write (a writer thread): flush Elasticsearch, then the archive (fsync), then the DLQ
+   (acked); then, back on this thread, commit the batch's offsets — only now, when
+   every outcome is durable.
+
+One batch is written while the next is prepared (at most one in flight), so parsing
+and scoring overlap the sinks' I/O; commits stay in order, batch after batch.
 
 A sink that fails transiently (Elasticsearch down, archive folder unwritable, DLQ not
-acked) pauses every partition and retries the same buffered batch with backoff; the
-loop keeps polling (nothing is returned while paused) so the member stays in its group.
-Nothing is committed until the batch is written, so a crash at any point replays from
-the last commit, and the sinks' idempotence (Elasticsearch ``_id``, archive positions)
-turns the replay into no duplicate. The dead-letter topic is at-least-once: a crash
-between its ack and the commit can repeat a DLQ record.
+acked) pauses every partition and retries the same batch with backoff; the loop keeps
+polling (nothing is returned while paused) so the member stays in its group. Nothing is
+committed until the batch is written, so a crash at any point replays from the last
+commit, and the sinks' idempotence (Elasticsearch ``_id``, archive positions) turns the
+replay into no duplicate. The dead-letter topic is at-least-once: a crash between its
+ack and the commit can repeat a DLQ record.
 
-Rebalance callbacks run while this thread is inside ``poll()``; between batches every
-buffer is empty, so a revocation has nothing to flush. A revocation that happens while
-a batch is waiting for a sink drops that batch: its offsets were not committed, so the
-partitions' next owner reads it again.
+Rebalance callbacks run while this thread is inside ``poll()``. A revocation waits for
+the batch in flight to be written and then gives its offsets up uncommitted: the
+partitions' next owner re-reads it and the sinks skip what already exists. A batch that
+cannot be written when its partitions go (a sink is down) is dropped, uncommitted, with
+every batch prepared after it.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import logging
 import signal
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -42,7 +48,7 @@ from bp_core.fhir.parse import parse_payload
 from bp_core.reading import Reading
 from bp_core.rules import Thresholds
 from bp_core.settings import Settings
-from bp_core.sinks.archive import ArchiveSink
+from bp_core.sinks.archive import ArchiveBatch, ArchiveSink
 from bp_core.sinks.dlq import DeadLetterSink
 from bp_core.sinks.elasticsearch import ElasticsearchSink
 from bp_core.sinks.es_template import ensure_index_template
@@ -92,6 +98,32 @@ def _listener_base():
     return ConsumerRebalanceListener
 
 
+@dataclass
+class PreparedBatch:
+    """One polled batch, parsed and routed, with its own sink buffers."""
+
+    offsets: dict                      # TopicPartition -> next offset to commit
+    first_offsets: dict                # TopicPartition -> first offset (to rewind)
+    es: ElasticsearchSink
+    archive: ArchiveBatch
+    dlq: DeadLetterSink
+    messages: int = 0
+    readings: int = 0
+    anomalies: int = 0
+    normals: int = 0
+    rejected: int = 0
+    by_layer: dict = field(default_factory=dict)
+    started: float = field(default_factory=time.monotonic)
+    index_rejects: int = 0
+    revoked: bool = False              # its partitions were revoked: write it, commit nothing
+    future: Future | None = None
+
+
+def _reject(dlq: DeadLetterSink, record, reason: str, stage: str = "parse") -> None:
+    dlq.add(key=record.key, value=record.value, reason=reason, stage=stage,
+            source_topic=record.topic, partition=record.partition, offset=record.offset)
+
+
 class _Listener(_listener_base()):
     """Rebalance listener: records what changed; the service acts on it between batches."""
 
@@ -111,6 +143,8 @@ class _Listener(_listener_base()):
 class ConsumerService:
     """The long-running ``bp consume`` process (also used in-process by tests)."""
 
+    _REVOCATION_WAIT_S = 60.0  # how long a revocation waits for the batch being written
+
     def __init__(self, settings: Settings, options: ConsumerOptions = ConsumerOptions(), *,
                  model_provider=None) -> None:
         self.settings = settings
@@ -121,8 +155,9 @@ class ConsumerService:
         self._model_provider = model_provider
         self._stop = threading.Event()
         self._paused = False
-        self._batch_dropped = False
-        self._batch_first_offsets: dict = {}
+        self._inflight: PreparedBatch | None = None
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bp-sink-writer")
+        self._drop_generation = 0          # bumped each time batches are dropped
         self._exit_code = 0
         self._seen_partitions: set = set()
         self._next_offsets: dict = {}
@@ -190,8 +225,6 @@ class ConsumerService:
         except KafkaError as exc:
             raise BPError(f"cannot reach Kafka at {self.settings.kafka_bootstrap}: {exc}") from exc
         self._consumer.subscribe(topics=[self.settings.topic], listener=_Listener(self))
-        self._dlq = DeadLetterSink(self._producer, self.settings.dlq_topic)
-        self._es_sink = ElasticsearchSink(self._es, self.settings.es_index)
         self._archive = ArchiveSink(self.settings.archive_dir, self.settings.topic)
         if self._model_provider is None:
             from bp_core.model.serving import ModelProvider
@@ -216,6 +249,7 @@ class ConsumerService:
                 delay = min(delay * 2, self.options.max_backoff)
 
     def _close(self) -> None:
+        self._writer.shutdown(wait=True)
         for closer in (lambda: self._consumer and self._consumer.close(autocommit=False),
                        lambda: self._producer and self._producer.close(timeout=10),
                        lambda: self._es and self._es.close()):
@@ -233,141 +267,176 @@ class ConsumerService:
         while not self._stop.is_set():
             if self._model_provider.maybe_refresh():
                 self._report_model()
+            generation = self._drop_generation
             batch = self._consumer.poll(timeout_ms=self.options.poll_timeout_ms)
             now = time.monotonic()
-            if batch:
+            prepared = self._prepare(batch) if batch else None
+            dropped: list[PreparedBatch] = []
+            if self._inflight is not None:
+                if not self._complete(self._inflight):
+                    dropped.append(self._inflight)
+                self._inflight = None
+            if prepared is not None:
                 last_record = now
-                self._process(batch)
-            elif self._idle_exit_due(now, last_record):
+                if dropped or generation != self._drop_generation:
+                    # It was read after a batch that is given up: it goes too, and both
+                    # are read again from the last commit.
+                    dropped.append(prepared)
+                else:
+                    self._submit(prepared)
+            if dropped:
+                self._drop(*dropped)
+            if prepared is None and not dropped and self._idle_exit_due(now, last_record):
                 log.info("idle for %.0fs: exiting", self.options.exit_when_idle)
                 break
             if now - last_progress >= self.options.progress_every:
                 last_progress = now
                 self._log_progress()
+        if self._inflight is not None:
+            self._complete(self._inflight)
+            self._inflight = None
         self._log_progress()
         return self._exit_code
 
     def _idle_exit_due(self, now: float, last_record: float) -> bool:
-        if self.options.exit_when_idle is None or self._assigned_at is None:
+        if self.options.exit_when_idle is None or self._assigned_at is None or self._inflight is not None:
             return False
         return now - max(last_record, self._assigned_at) >= self.options.exit_when_idle
 
-    def _process(self, batch: dict) -> None:
-        """Handle one polled batch end to end: parse, score, route, flush, commit."""
-        started = time.monotonic()
+    # ------------------------------------------------------------------ prepare
+
+    def _prepare(self, batch: dict) -> PreparedBatch:
+        """Parse, score and route one polled batch into its own sink buffers (no I/O)."""
         if self.stats.first_batch_at is None:
-            self.stats.first_batch_at = started
-        self._batch_dropped = False
-        self._batch_first_offsets = {tp: records[0].offset for tp, records in batch.items()}
-        offsets = {}
+            self.stats.first_batch_at = time.monotonic()
+        prepared = PreparedBatch(
+            offsets={tp: records[-1].offset + 1 for tp, records in batch.items()},
+            first_offsets={tp: records[0].offset for tp, records in batch.items()},
+            es=ElasticsearchSink(self._es, self.settings.es_index),
+            archive=ArchiveBatch(),
+            dlq=DeadLetterSink(self._producer, self.settings.dlq_topic),
+        )
         readings: list[Reading] = []
         sources: list[tuple] = []  # per reading: (record, entry index)
-        messages = rejected = 0
-        for tp, records in batch.items():
+        for records in batch.values():
+            prepared.messages += len(records)
             for record in records:
-                messages += 1
-                results = parse_payload(record.value) if record.value is not None else None
-                if results is None:
-                    self._reject(record, "empty message (null value)")
-                    rejected += 1
+                if record.value is None:
+                    _reject(prepared.dlq, record, "empty message (null value)")
+                    prepared.rejected += 1
                     continue
-                reasons = []
-                for entry, result in enumerate(results):
-                    if isinstance(result, Reading):
+                reasons = None
+                for entry, result in enumerate(parse_payload(record.value)):
+                    if type(result) is Reading:
                         readings.append(result)
                         sources.append((record, entry))
                     else:
+                        reasons = reasons or []
                         reasons.append(f"{result.observation_id}: {result.reason}" if result.observation_id else result.reason)
                 if reasons:
-                    self._reject(record, "; ".join(reasons))
-                    rejected += 1
-            offsets[tp] = records[-1].offset + 1
+                    _reject(prepared.dlq, record, "; ".join(reasons))
+                    prepared.rejected += 1
 
         model = self._model_provider.current
         model_name = model.name if model else None
         model_version = model.version if model else None
         routed = route_batch(readings, self.thresholds, model, self.settings.model_threshold)
         now_iso = datetime.now(timezone.utc).isoformat()
-        anomalies = normals = 0
-        by_layer: dict[str, int] = {}
+        by_layer = prepared.by_layer
         for item, (record, entry) in zip(routed, sources):
             if item.is_anomaly:
-                anomalies += 1
                 layers = "+".join(item.detected_by)
                 by_layer[layers] = by_layer.get(layers, 0) + 1
-                self._es_sink.add(item.reading.observation_id, anomaly_document(
+                prepared.es.add(item.reading.observation_id, anomaly_document(
                     item, model_name=model_name, model_version=model_version, ingested_at=now_iso,
                     topic=record.topic, partition=record.partition, offset=record.offset), key=record)
             else:
-                normals += 1
-                self._archive.add(record.partition, record.offset, entry, archive_record(
+                prepared.archive.add(record.partition, record.offset, entry, archive_record(
                     item, model_name=model_name, model_version=model_version, archived_at=now_iso))
+        prepared.readings = len(readings)
+        prepared.anomalies = prepared.es.pending()
+        prepared.normals = len(prepared.archive)
+        return prepared
 
-        index_rejects = self._flush_sinks()
-        if index_rejects is None:
-            self._rewind_dropped_batch()
-            return
-        self._commit(offsets)
+    # ------------------------------------------------------------------ write and commit
 
-        self.stats.messages += messages
-        self.stats.readings += len(readings)
-        self.stats.anomalies += anomalies - index_rejects
-        self.stats.normals += normals
-        self.stats.rejected += rejected + index_rejects
-        self.stats.batches += 1
-        m = self.metrics
-        m.messages.inc(messages)
-        m.valid.inc(len(readings))
-        m.rejected.labels("parse").inc(rejected)
-        m.rejected.labels("index").inc(index_rejects)
-        for layers, count in by_layer.items():
-            m.anomalies.labels(layers).inc(count)
-        m.normals.inc(normals)
-        m.batch_seconds.observe(time.monotonic() - started)
-        self._update_lag(offsets)
+    def _submit(self, prepared: PreparedBatch) -> None:
+        """Start writing a batch on the writer thread; it becomes the batch in flight."""
+        prepared.future = self._writer.submit(self._write, prepared)
+        self._inflight = prepared
 
-    def _reject(self, record, reason: str, stage: str = "parse") -> None:
-        self._dlq.add(key=record.key, value=record.value, reason=reason, stage=stage,
-                      source_topic=record.topic, partition=record.partition, offset=record.offset)
+    def _write(self, prepared: PreparedBatch) -> None:
+        """Make a batch durable: ES, then archive (fsync), then DLQ (acked).
 
-    # ------------------------------------------------------------------ durability
+        Safe to call again after a failure: each sink resends only what is missing.
 
-    def _flush_sinks(self) -> int | None:
-        """Flush ES, archive, DLQ; retry while a sink is unavailable.
-
-        Returns the number of documents ES refused for good (sent to the DLQ), or None
-        when the batch could not be written and the service is stopping (or the batch
-        was dropped by a rebalance).
+        Raises:
+            SinkUnavailable: a sink refused for now.
         """
-        delay = 0.5
-        index_rejects = 0
-        while True:
-            try:
-                for rejected in self._es_sink.flush():
-                    self._reject(rejected.key, rejected.reason, stage="index")
-                    index_rejects += 1
-                self._archive.flush()
-                self._dlq.flush()
-                break
-            except SinkUnavailable as exc:
-                if not self._paused:
-                    self._pause(str(exc))
-                else:
-                    log.warning("still unavailable: %s; retrying in %.1fs", exc, delay)
-                if self._stop.is_set():
-                    log.error("stopping with an unwritten batch; its offsets are not committed and will be re-read")
-                    self._drop_batch()
-                    self._exit_code = 1
-                    return None
-                self._wait_polling(delay)
-                delay = min(delay * 2, self.options.max_backoff)
-                if self._batch_dropped:
-                    if self._paused:
-                        self._resume()
-                    return None
+        for rejected in prepared.es.flush():
+            _reject(prepared.dlq, rejected.key, rejected.reason, stage="index")
+            prepared.index_rejects += 1
+        self._archive.write(prepared.archive)
+        prepared.dlq.flush()
+
+    def _complete(self, prepared: PreparedBatch) -> bool:
+        """Wait for a batch's write, retrying while a sink is unavailable; then commit it.
+
+        Returns False when the batch was given up (stopping, or its partitions were
+        revoked while it could not be written): the caller drops it.
+        """
+        try:
+            prepared.future.result()
+        except SinkUnavailable as exc:
+            if not self._retry_write(prepared, exc):
+                return False
         if self._paused:
             self._resume()
-        return index_rejects
+        if not prepared.revoked:
+            self._commit(prepared.offsets)
+        self._account(prepared)
+        return True
+
+    def _retry_write(self, prepared: PreparedBatch, error: SinkUnavailable) -> bool:
+        """Retry a failed batch with backoff, paused but still polling; False if dropped."""
+        self._pause(str(error))
+        delay = 0.5
+        while True:
+            if self._stop.is_set():
+                log.error("stopping with an unwritten batch; its offsets are not committed and will be re-read")
+                self._exit_code = 1
+                return False
+            generation = self._drop_generation
+            self._wait_polling(delay, prepared)
+            if prepared.revoked or generation != self._drop_generation:
+                # Its partitions went away while it could not be written.
+                if self._paused:
+                    self._resume()
+                return False
+            delay = min(delay * 2, self.options.max_backoff)
+            try:
+                self._write(prepared)
+                return True
+            except SinkUnavailable as exc:
+                log.warning("still unavailable: %s; retrying in %.1fs", exc, delay)
+
+    def _account(self, prepared: PreparedBatch) -> None:
+        stats, m = self.stats, self.metrics
+        stats.messages += prepared.messages
+        stats.readings += prepared.readings
+        stats.anomalies += prepared.anomalies - prepared.index_rejects
+        stats.normals += prepared.normals
+        stats.rejected += prepared.rejected + prepared.index_rejects
+        stats.batches += 1
+        m.messages.inc(prepared.messages)
+        m.valid.inc(prepared.readings)
+        m.rejected.labels("parse").inc(prepared.rejected)
+        m.rejected.labels("index").inc(prepared.index_rejects)
+        for layers, count in prepared.by_layer.items():
+            m.anomalies.labels(layers).inc(count)
+        m.normals.inc(prepared.normals)
+        m.batch_seconds.observe(time.monotonic() - prepared.started)
+        self._update_lag(prepared.offsets)
 
     def _pause(self, reason: str) -> None:
         self._paused = True
@@ -381,10 +450,10 @@ class ConsumerService:
         self._consumer.resume(*self._consumer.assignment())
         log.info("sinks available again: consumption resumed")
 
-    def _wait_polling(self, seconds: float) -> None:
+    def _wait_polling(self, seconds: float, prepared: PreparedBatch) -> None:
         """Wait while staying in the group: poll paused partitions (returns nothing)."""
         deadline = time.monotonic() + seconds
-        while not self._stop.is_set() and not self._batch_dropped:
+        while not self._stop.is_set() and not prepared.revoked:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return
@@ -411,26 +480,33 @@ class ConsumerService:
             # The data is durable; a new owner replays it and the sinks skip what exists.
             log.warning("offset commit failed (%s); the next owner will replay the batch idempotently", exc)
 
-    def _drop_batch(self) -> None:
-        self._es_sink.clear()
-        self._dlq.clear()
-        self._archive.forget_all()
-        self._batch_dropped = True
-
-    def _rewind_dropped_batch(self) -> None:
-        """Seek partitions still owned back to the dropped batch, so it is read again."""
+    def _drop(self, *batches: PreparedBatch) -> None:
+        """Give batches up uncommitted: partitions still owned go back to the earliest of them."""
+        self._drop_generation += 1
+        self._archive.forget_all()  # re-read from the files: the truth after a partial write
+        targets: dict = {}
+        for batch in batches:
+            for tp, first_offset in batch.first_offsets.items():
+                targets[tp] = min(first_offset, targets.get(tp, first_offset))
         owned = self._consumer.assignment()
-        for tp, first_offset in self._batch_first_offsets.items():
+        for tp, offset in targets.items():
             if tp in owned:
-                self._consumer.seek(tp, first_offset)
+                self._consumer.seek(tp, offset)
 
     # ------------------------------------------------------------------ rebalance
 
     def _on_revoked(self, revoked) -> None:
         revoked = list(revoked)
-        if self._es_sink.pending() or self._archive.pending() or self._dlq.pending():
-            log.warning("partitions %s revoked while a batch waits for a sink: dropping it uncommitted", revoked)
-            self._drop_batch()
+        inflight = self._inflight
+        if inflight is not None and any(tp in inflight.offsets for tp in revoked):
+            # Let the write finish (it is short) so the next owner finds it in the sinks;
+            # its offsets are given up: the next owner replays it idempotently.
+            try:
+                inflight.future.result(timeout=self._REVOCATION_WAIT_S)
+            except Exception as exc:  # not written: dropped below, replayed by the next owner
+                log.warning("batch in flight not written before revocation (%s): dropping it", exc)
+                self._drop_generation += 1
+            inflight.revoked = True
         self._archive.forget([tp.partition for tp in revoked])
         for tp in revoked:
             self._next_offsets.pop(tp, None)

@@ -42,47 +42,78 @@ class _PartitionLog:
     segment: Path | None = None
     durable_size: int = 0
     last_position: Position = _NOTHING
-    pending: list[tuple[Position, bytes]] = field(default_factory=list)
+
+
+class ArchiveBatch:
+    """The normal readings of one consumer batch, by partition, not yet written.
+
+    Filled by the consumer's thread while the previous batch may still be written by
+    another; handed to ``ArchiveSink.write`` once complete.
+    """
+
+    __slots__ = ("lines",)
+
+    def __init__(self) -> None:
+        self.lines: dict[int, list[tuple[Position, bytes]]] = {}
+
+    def add(self, partition: int, offset: int, entry: int, record: dict) -> None:
+        """Buffer one normal reading (``record`` is the line's content, without position)."""
+        record["kafka"] = {"partition": partition, "offset": offset, "entry": entry}
+        self.lines.setdefault(partition, []).append(((offset, entry), orjson.dumps(record) + b"\n"))
+
+    def __len__(self) -> int:
+        return sum(len(lines) for lines in self.lines.values())
 
 
 class ArchiveSink:
-    """Buffers normal readings and appends them durably, per partition, exactly once."""
+    """Appends normal readings durably, per partition, exactly once.
+
+    ``write(batch)`` is the whole contract; ``add``/``flush`` wrap it with an internal
+    batch for callers that keep one buffer. Only one thread may write at a time.
+    """
 
     def __init__(self, archive_dir: Path, topic: str, *, segment_bytes: int = 64 * 1024 * 1024) -> None:
         self.root = Path(archive_dir) / topic
         self.segment_bytes = segment_bytes
         self._partitions: dict[int, _PartitionLog] = {}
+        self._buffer = ArchiveBatch()
 
     # ------------------------------------------------------------------ contract
 
-    def add(self, partition: int, offset: int, entry: int, record: dict) -> None:
-        """Buffer one normal reading (``record`` is the line's content, without position)."""
-        state = self._partition(partition)
-        position = (offset, entry)
-        if position <= state.last_position:
-            return  # already durable: a replay
-        record["kafka"] = {"partition": partition, "offset": offset, "entry": entry}
-        state.pending.append((position, orjson.dumps(record) + b"\n"))
+    def write(self, batch: ArchiveBatch) -> int:
+        """Append the batch's lines not yet durable, fsync; returns the number written.
 
-    def flush(self) -> int:
-        """Append every buffered line and fsync; returns the number of lines written.
+        Lines at or before a partition's last durable position are skipped (a replay).
+        Calling ``write`` again with the same batch after a failure writes only what is
+        still missing.
 
         Raises:
-            SinkUnavailable: the folder or disk refused the write (nothing is lost: the
-                buffer is kept and the segment cut back to its last durable size, so
-                the next ``flush`` retries the same lines).
+            SinkUnavailable: the folder or disk refused the write; the segment is cut
+                back to its last durable size on the next attempt.
         """
         written = 0
-        for partition, state in self._partitions.items():
-            if state.pending:
-                written += self._flush_partition(partition, state)
+        for partition, lines in batch.lines.items():
+            state = self._partition(partition)
+            fresh = [line for line in lines if line[0] > state.last_position]
+            if fresh:
+                written += self._write_partition(partition, state, fresh)
+        return written
+
+    def add(self, partition: int, offset: int, entry: int, record: dict) -> None:
+        """Buffer one normal reading in the internal batch."""
+        self._buffer.add(partition, offset, entry, record)
+
+    def flush(self) -> int:
+        """Write the internal batch (see ``write``); it is emptied only on success."""
+        written = self.write(self._buffer)
+        self._buffer = ArchiveBatch()
         return written
 
     def pending(self) -> int:
-        return sum(len(state.pending) for state in self._partitions.values())
+        return len(self._buffer)
 
     def forget(self, partitions) -> None:
-        """Drop buffered lines and cached state of partitions this consumer no longer owns.
+        """Drop cached state of partitions this consumer no longer owns.
 
         Their next owner re-reads the segment to find where to resume.
         """
@@ -90,8 +121,9 @@ class ArchiveSink:
             self._partitions.pop(partition, None)
 
     def forget_all(self) -> None:
-        """Drop every buffer and cached partition state (a dropped batch)."""
+        """Drop the internal batch and every cached partition state."""
         self._partitions.clear()
+        self._buffer = ArchiveBatch()
 
     def last_position(self, partition: int) -> Position:
         """The last durable (offset, entry) of a partition; (-1, -1) when empty."""
@@ -118,8 +150,7 @@ class ArchiveSink:
                 break
         return state
 
-    def _flush_partition(self, partition: int, state: _PartitionLog) -> int:
-        lines = state.pending
+    def _write_partition(self, partition: int, state: _PartitionLog, lines: list[tuple[Position, bytes]]) -> int:
         try:
             if state.segment is None or state.durable_size >= self.segment_bytes:
                 state.directory.mkdir(parents=True, exist_ok=True)
@@ -143,7 +174,6 @@ class ArchiveSink:
             raise SinkUnavailable(f"archive write failed for partition {partition} in {state.directory}: {exc.strerror or exc}") from exc
         state.durable_size += len(payload)
         state.last_position = lines[-1][0]
-        state.pending = []
         return len(lines)
 
 
