@@ -6,7 +6,7 @@ PYTEST := $(VENV)/bin/pytest
 STACK := infra/stack.sh
 PYTEST_ARGS ?=
 
-.PHONY: help install stack-up stack-down stack-status test test-unit bench lock clean
+.PHONY: help install stack-up stack-down stack-status test test-unit demo bench lock clean
 
 help:
 	@echo "make install       create/refresh .venv (pinned by requirements.lock)"
@@ -15,6 +15,7 @@ help:
 	@echo "make stack-status  show what runs where"
 	@echo "make test          install, start the stack if needed, run every test, stop what it started"
 	@echo "make test-unit     the fast tests that need no service"
+	@echo "make demo          install, start the stack if down, run the DAG chain, stream, print a summary (leaves everything up)"
 	@echo "make bench         every benchmark against the local stack; rewrites docs/benchmarks.md"
 
 install:
@@ -39,6 +40,9 @@ test: install
 
 test-unit: install
 	@$(PYTEST) tests/unit $(PYTEST_ARGS)
+
+demo: install
+	@infra/demo.sh
 
 # Every benchmark, in one run, then docs/benchmarks.md from their sections.
 bench: install

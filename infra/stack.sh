@@ -286,6 +286,9 @@ case "$cmd" in
     want elasticsearch && es_wait
     ;;
   down|stop)
+    if [ "$what" = all ]; then  # the consumer `make demo` leaves running commits before Kafka goes
+      stop_pid "demo consumer" "$STACK_DIR/demo-consumer.pid" "${BP_DEMO_METRICS_PORT:-9108}"
+    fi
     want kafka && kafka_stop
     want elasticsearch && es_stop
     ;;

@@ -1,0 +1,194 @@
+#!/usr/bin/env bash
+# make demo: from a fresh clone to a running, explained system, without Docker.
+#
+#   1. starts the local stack (Kafka + Elasticsearch) when it is down; leaves it up
+#   2. bp setup (topics + index template)
+#   3. the Airflow DAG chain generate -> train -> promote, as real `airflow dags test` runs
+#   4. starts the consumer in the background (or reuses the one an earlier demo started)
+#   5. streams readings with `bp produce`, plus a few malformed messages (for the DLQ)
+#   6. waits until the consumer group has committed the topic's end offsets
+#   7. prints a summary (bp_core/demo.py) and how to open the UIs and stop everything
+#
+# One status line per step on the terminal; each step's output goes to a log file under
+# $AIRFLOW_HOME/logs-demo/. Any failure: exit 1 with a one-line reason and the log path.
+#
+# Settings: the usual BP_* / MLFLOW_TRACKING_URI variables (README), plus
+#   BP_DEMO_HOME          where the demo keeps its state (default: Airflow home .airflow-demo,
+#                         consumer pid/log in ${BP_STACK_DIR:-.stack}/); with it: $BP_DEMO_HOME/airflow and
+#                         $BP_DEMO_HOME/demo-consumer.{pid,log}
+#   BP_DEMO_METRICS_PORT  the consumer's Prometheus port (9108)
+#   BP_DEMO_COUNT         readings to stream (3000)
+#   BP_DEMO_PATIENTS / BP_DEMO_READINGS   training data set size (300 / 30000)
+#   BP_DEMO_HOLDOUT       promotion hold-out size (20000)
+#   BP_DEMO_WAIT          seconds to wait for the consumer to catch up (120)
+set -uo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+BIN="$ROOT/.venv/bin"
+PY="$BIN/python"
+
+say() { printf '[demo] %s\n' "$*"; }
+fail() { printf '[demo] error: %s\n' "$*" >&2; exit 1; }
+now() { date +%s.%N; }
+since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
+abspath() { case "$1" in /*) printf '%s\n' "$1" ;; *) printf '%s/%s\n' "$ROOT" "$1" ;; esac; }
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+[ -x "$PY" ] && [ -x "$BIN/bp" ] && [ -x "$BIN/airflow" ] || fail "no .venv with bp and airflow: run make install"
+
+if [ -n "${BP_DEMO_HOME:-}" ]; then
+  DEMO_HOME="$(abspath "$BP_DEMO_HOME")"
+  AF_HOME="$DEMO_HOME/airflow"
+  RUN_DIR="$DEMO_HOME"
+else
+  AF_HOME="$ROOT/.airflow-demo"
+  RUN_DIR="${BP_STACK_DIR:-$ROOT/.stack}"
+fi
+LOGS="$AF_HOME/logs-demo"
+PID_FILE="$RUN_DIR/demo-consumer.pid"
+CONSUMER_LOG="$RUN_DIR/demo-consumer.log"
+CONSUMER_CONF="$RUN_DIR/demo-consumer.conf"
+METRICS_PORT="${BP_DEMO_METRICS_PORT:-9108}"
+COUNT="${BP_DEMO_COUNT:-3000}"
+PATIENTS="${BP_DEMO_PATIENTS:-300}"
+READINGS="${BP_DEMO_READINGS:-30000}"
+HOLDOUT="${BP_DEMO_HOLDOUT:-20000}"
+WAIT_TIMEOUT="${BP_DEMO_WAIT:-120}"
+TODAY="$(date -u +%F)"
+
+# One data folder and one MLflow store for every process of the demo (absolute paths:
+# Airflow, the consumer and the summary must agree whatever their working directory).
+export BP_DATA_DIR="$(abspath "${BP_DATA_DIR:-data}")"
+[ -n "${BP_ARCHIVE_DIR:-}" ] && export BP_ARCHIVE_DIR="$(abspath "$BP_ARCHIVE_DIR")"
+if [ -z "${MLFLOW_TRACKING_URI:-}" ]; then
+  export MLFLOW_TRACKING_URI="sqlite:///$BP_DATA_DIR/mlflow/mlflow.db"
+fi
+mkdir -p "$LOGS" "$RUN_DIR" "$BP_DATA_DIR/mlflow" || fail "cannot create $LOGS, $RUN_DIR or $BP_DATA_DIR"
+
+# step LABEL LOG CMD...: run CMD with its output in LOG; one status line, or fail with
+# the log's last line (the command's own one-line error) and the log path.
+step() {
+  local label="$1" log="$2" t0 rc
+  shift 2
+  t0="$(now)"
+  "$@" >"$log" 2>&1
+  rc=$?
+  if [ "$rc" -ne 0 ]; then
+    fail "$label failed (exit $rc): $(grep -v '^\s*$' "$log" | tail -1 | cut -c1-200); see $log"
+  fi
+  printf '[demo] %-44s ok %6s s\n' "$label" "$(since "$t0")"
+}
+
+airflow_cmd() {
+  env AIRFLOW_HOME="$AF_HOME" \
+      AIRFLOW__CORE__DAGS_FOLDER="$ROOT/dags" \
+      AIRFLOW__CORE__PLUGINS_FOLDER="$ROOT/plugins" \
+      AIRFLOW__CORE__LOAD_EXAMPLES=False \
+      PATH="$BIN:$PATH" \
+      "$BIN/airflow" "$@"
+}
+
+# dag_run LABEL DAG_ID CONF: one real DAG run; `dags test` exits 0 even when a task failed,
+# so the run's final state is checked in its output.
+dag_run() {
+  local label="$1" dag="$2" conf="$3" log="$LOGS/$2.log"
+  step "$label" "$log" airflow_cmd dags test "$dag" "$TODAY" -c "$conf"
+  if ! grep -q "state=success" "$log" || grep -q "state=failed" "$log"; then
+    fail "$dag did not succeed: $(grep -E 'ERROR|Error' "$log" | tail -1 | cut -c1-200); see $log"
+  fi
+}
+
+T_START="$(now)"
+say "bp-monitor demo ($TODAY): topic ${BP_TOPIC:-blood-pressure}, index ${BP_ES_INDEX:-bp-anomalies}, data $BP_DATA_DIR"
+say "logs: $LOGS/"
+
+conf_now="topic=${BP_TOPIC:-blood-pressure} group=${BP_CONSUMER_GROUP:-bp-consumer} index=${BP_ES_INDEX:-bp-anomalies} data=$BP_DATA_DIR archive=${BP_ARCHIVE_DIR:-} mlflow=$MLFLOW_TRACKING_URI kafka=${BP_KAFKA_BOOTSTRAP:-} es=${BP_ES_URL:-} port=$METRICS_PORT"
+consumer_alive() {
+  [ -s "$PID_FILE" ] && kill -0 "$(cat "$PID_FILE")" 2>/dev/null \
+    && tr '\0' ' ' <"/proc/$(cat "$PID_FILE")/cmdline" 2>/dev/null | grep -q "consume"
+}
+# Fail fast (before the slow steps) when the metrics port is taken by something else.
+if ! consumer_alive && port_open "$METRICS_PORT"; then
+  fail "port $METRICS_PORT is taken by another process; free it or set BP_DEMO_METRICS_PORT"
+fi
+
+# ---------------------------------------------------------------- 1. the stack
+if "$PY" -m bp_core.demo services >"$LOGS/services.log" 2>&1; then
+  say "stack: Kafka and Elasticsearch already up (left as they are)"
+else
+  step "start the local stack (infra/stack.sh up)" "$LOGS/stack.log" "$ROOT/infra/stack.sh" up
+  "$PY" -m bp_core.demo services >"$LOGS/services.log" 2>&1 \
+    || fail "$(tail -1 "$LOGS/services.log") after infra/stack.sh up (check BP_KAFKA_BOOTSTRAP / BP_ES_URL)"
+fi
+
+# ---------------------------------------------------------------- 2. topics + template
+step "bp setup (topics, index template)" "$LOGS/setup.log" "$BIN/bp" setup
+
+# ---------------------------------------------------------------- 3. the DAG chain
+MIGRATED_STAMP="$AF_HOME/.demo-migrated"
+want_stamp="$(cat requirements.lock 2>/dev/null | sha256sum | cut -d' ' -f1)"
+if [ -f "$AF_HOME/airflow.db" ] && [ -f "$MIGRATED_STAMP" ] && [ "$(cat "$MIGRATED_STAMP")" = "$want_stamp" ]; then
+  say "airflow db: already migrated ($AF_HOME)"
+else
+  step "airflow db migrate ($AF_HOME)" "$LOGS/db-migrate.log" airflow_cmd db migrate
+  echo "$want_stamp" >"$MIGRATED_STAMP"
+fi
+dag_run "bp_generate_data ($PATIENTS patients, $READINGS readings)" bp_generate_data \
+  "{\"patients\": $PATIENTS, \"readings\": $READINGS}"
+dag_run "bp_train_model" bp_train_model "{\"data_path\": \"$BP_DATA_DIR/training/$TODAY\"}"
+CHALLENGER="$("$PY" -m bp_core.demo challenger 2>"$LOGS/challenger.log")" \
+  || fail "cannot read the challenger from MLflow: $(tail -1 "$LOGS/challenger.log"); see $LOGS/challenger.log"
+dag_run "bp_promote_model (challenger v$CHALLENGER)" bp_promote_model "{\"holdout_readings\": $HOLDOUT}"
+
+# ---------------------------------------------------------------- 4. the consumer
+REUSED=""
+if consumer_alive; then
+  CONSUMER_PID="$(cat "$PID_FILE")"
+  [ "$(cat "$CONSUMER_CONF" 2>/dev/null)" = "$conf_now" ] \
+    || fail "the demo consumer (pid $CONSUMER_PID) runs with other settings ($(cat "$CONSUMER_CONF" 2>/dev/null)); stop it: kill $CONSUMER_PID"
+  REUSED="--consumer-reused"
+  say "consumer: reusing the one already running (pid $CONSUMER_PID, log $CONSUMER_LOG)"
+else
+  port_open "$METRICS_PORT" && fail "port $METRICS_PORT is taken by another process; free it or set BP_DEMO_METRICS_PORT"
+  t0="$(now)"
+  log_from=$(( $(stat -c %s "$CONSUMER_LOG" 2>/dev/null || echo 0) + 1 ))
+  # setsid: the consumer outlives this script and ignores the terminal's Ctrl-C.
+  setsid "$BIN/bp" consume --metrics-port "$METRICS_PORT" --model-refresh 5 >>"$CONSUMER_LOG" 2>&1 </dev/null &
+  CONSUMER_PID=$!
+  echo "$CONSUMER_PID" >"$PID_FILE"
+  echo "$conf_now" >"$CONSUMER_CONF"
+  deadline=$((SECONDS + 90))
+  until tail -c +"$log_from" "$CONSUMER_LOG" | grep -q "assigned partitions"; do
+    kill -0 "$CONSUMER_PID" 2>/dev/null \
+      || fail "the consumer exited at start-up: $(tail -1 "$CONSUMER_LOG" | cut -c1-200); see $CONSUMER_LOG"
+    [ "$SECONDS" -lt "$deadline" ] || fail "the consumer did not join its group within 90 s; see $CONSUMER_LOG"
+    sleep 0.5
+  done
+  printf '[demo] %-44s ok %6s s\n' "start the consumer (pid $CONSUMER_PID, :$METRICS_PORT)" "$(since "$t0")"
+fi
+step "scrape the consumer's metrics" "$LOGS/scrape.log" \
+  "$PY" -m bp_core.demo scrape --port "$METRICS_PORT" --out "$LOGS/metrics-before.json"
+
+# ---------------------------------------------------------------- 5. stream
+T_STREAM="$(now)"
+step "bp produce --count $COUNT (as fast as possible)" "$LOGS/produce.log" \
+  "$BIN/bp" produce --count "$COUNT" --patients 200
+step "send malformed messages (for the DLQ)" "$LOGS/malformed.log" "$PY" -m bp_core.demo malformed
+MALFORMED="$(tail -1 "$LOGS/malformed.log")"
+
+# ---------------------------------------------------------------- 6. wait
+step "wait for the consumer to commit everything" "$LOGS/wait.log" \
+  "$PY" -m bp_core.demo wait --timeout "$WAIT_TIMEOUT" --consumer-pid "$CONSUMER_PID" --consumer-log "$CONSUMER_LOG"
+E2E="$(since "$T_STREAM")"
+
+# ---------------------------------------------------------------- 7. summary
+"$PY" -m bp_core.demo summary --challenger "$CHALLENGER" --metrics-port "$METRICS_PORT" \
+  --metrics-before "$LOGS/metrics-before.json" --produced "$COUNT" --malformed "$MALFORMED" \
+  --e2e-seconds "$E2E" --consumer-pid "$CONSUMER_PID" --consumer-pid-file "$PID_FILE" \
+  --consumer-log "$CONSUMER_LOG" $REUSED --airflow-home "$AF_HOME" --json "$LOGS/summary.json" \
+  >"$LOGS/summary.txt" 2>"$LOGS/summary.log"
+rc=$?
+cat "$LOGS/summary.txt"
+[ "$rc" -eq 0 ] || fail "summary failed: $(tail -1 "$LOGS/summary.log" | cut -c1-200); see $LOGS/summary.log"
+say "done in $(since "$T_START") s"
