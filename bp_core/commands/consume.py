@@ -2,34 +2,22 @@
 
 from __future__ import annotations
 
+from bp_core.commands._args import positive
+
 HELP = "consume blood-pressure Observations: validate, score, index anomalies, archive normals"
-
-
-def _positive(kind):
-    def parse(text: str):
-        import argparse
-
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-        return value
-    return parse
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("--group", help="consumer group (default: BP_CONSUMER_GROUP or bp-consumer)")
     parser.add_argument("--from-beginning", action="store_true",
                         help="replay the topic from its first retained message (sinks are idempotent)")
-    parser.add_argument("--exit-when-idle", type=_positive(float), metavar="SECONDS",
+    parser.add_argument("--exit-when-idle", type=positive(float), metavar="SECONDS",
                         help="flush, commit and exit 0 after this long without a new message")
-    parser.add_argument("--model-refresh", type=_positive(float), default=30.0, metavar="SECONDS",
+    parser.add_argument("--model-refresh", type=positive(float), default=30.0, metavar="SECONDS",
                         help="how often to check whether the served model alias moved (default 30)")
-    parser.add_argument("--metrics-port", type=_positive(int), metavar="PORT",
+    parser.add_argument("--metrics-port", type=positive(int), metavar="PORT",
                         help="serve Prometheus metrics on this port (e.g. 9108); off by default")
-    parser.add_argument("--batch-size", type=_positive(int), default=5000,
+    parser.add_argument("--batch-size", type=positive(int), default=5000,
                         help="maximum messages per batch (default 5000)")
 
 

@@ -2,30 +2,18 @@
 
 from __future__ import annotations
 
+from bp_core.commands._args import positive
+
 HELP = "stream simulated FHIR blood-pressure Observations into the Kafka topic"
 
 
-def _positive(kind):
-    def parse(text: str):
-        import argparse
-
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-        return value
-    return parse
-
-
 def add_arguments(parser) -> None:
-    parser.add_argument("--count", type=_positive(int), help="stop after this many messages")
-    parser.add_argument("--rate", type=_positive(float), metavar="MSG_PER_S",
+    parser.add_argument("--count", type=positive(int), help="stop after this many messages")
+    parser.add_argument("--rate", type=positive(float), metavar="MSG_PER_S",
                         help="steady rate in messages per second (default: as fast as possible)")
-    parser.add_argument("--patients", type=_positive(int), default=100, help="cohort size (default 100)")
+    parser.add_argument("--patients", type=positive(int), default=100, help="cohort size (default 100)")
     parser.add_argument("--seed", type=int, default=0, help="random seed of the cohort (default 0)")
-    parser.add_argument("--duration", type=_positive(float), metavar="SECONDS",
+    parser.add_argument("--duration", type=positive(float), metavar="SECONDS",
                         help="stop after this long (with --count: whichever comes first); "
                              "neither: run until Ctrl-C")
 
