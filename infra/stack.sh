@@ -280,25 +280,25 @@ want() { [ "$what" = all ] || [ "$what" = "$1" ]; }
 case "$cmd" in
   up|start)
     # Start both before waiting on either: their JVMs boot in parallel.
-    want kafka && kafka_start
-    want elasticsearch && es_start
-    want kafka && kafka_wait
-    want elasticsearch && es_wait
+    if want kafka; then kafka_start; fi
+    if want elasticsearch; then es_start; fi
+    if want kafka; then kafka_wait; fi
+    if want elasticsearch; then es_wait; fi
     ;;
   down|stop)
     if [ "$what" = all ]; then  # the consumer `make demo` leaves running commits before Kafka goes
       stop_pid "demo consumer" "$STACK_DIR/demo-consumer.pid" "${BP_DEMO_METRICS_PORT:-9108}"
     fi
-    want kafka && kafka_stop
-    want elasticsearch && es_stop
+    if want kafka; then kafka_stop; fi
+    if want elasticsearch; then es_stop; fi
     ;;
   restart)
     "$0" down "$what"; "$0" up "$what" ;;
   status) status ;;
   is-up) status >/dev/null ;;
   fetch)  # download only (used to warm caches)
-    want kafka && kafka_install
-    want elasticsearch && es_install
+    if want kafka; then kafka_install; fi
+    if want elasticsearch; then es_install; fi
     ;;
   *) die "usage: infra/stack.sh up|down|status|restart|is-up|fetch [kafka|elasticsearch] | kafka TOOL ARGS..." ;;
 esac

@@ -22,10 +22,10 @@ replay into no duplicate. The dead-letter topic is at-least-once: a crash betwee
 ack and the commit can repeat a DLQ record.
 
 Rebalance callbacks run while this thread is inside ``poll()``. A revocation waits for
-the batch in flight to be written and then gives its offsets up uncommitted: the
-partitions' next owner re-reads it and the sinks skip what already exists. A batch that
-cannot be written when its partitions go (a sink is down) is dropped, uncommitted, with
-every batch prepared after it.
+the batch in flight to be written; its offsets are then committed for the partitions
+this member still owns (another owner re-reads the rest, and the sinks skip what
+already exists). A batch that cannot be written when its partitions go (a sink is down)
+is dropped, uncommitted, with every batch prepared after it.
 """
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ class PreparedBatch:
     by_layer: dict = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
     index_rejects: int = 0
-    revoked: bool = False              # its partitions were revoked: write it, commit nothing
+    revoked: bool = False              # its partitions were revoked while it was written
     future: Future | None = None
 
 
@@ -392,8 +392,10 @@ class ConsumerService:
                 return False
         if self._paused:
             self._resume()
-        if not prepared.revoked:
-            self._commit(prepared.offsets)
+        # Also after a revocation: the batch is durable, and partitions that came back
+        # to this member keep their read position, so only this commit covers it
+        # (``_commit`` skips partitions now owned by another member).
+        self._commit(prepared.offsets)
         self._account(prepared)
         return True
 

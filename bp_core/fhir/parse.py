@@ -93,6 +93,8 @@ def parse_resource(resource: dict) -> Reading:
         return _extract(resource, observation_id)
     except InvalidObservation:
         raise
+    except RecursionError as exc:
+        raise InvalidObservation("malformed Observation: nested too deeply", observation_id) from exc
     except (AttributeError, TypeError, KeyError, IndexError) as exc:
         # An element of the wrong JSON type (e.g. a string where FHIR has an object):
         # cheaper to convert here than to type-check every level on the hot path.
@@ -202,7 +204,7 @@ def _extract(resource: dict, observation_id: str) -> Reading:
     if resource_type != "Observation":
         if resource_type is None:
             raise InvalidObservation("not a FHIR resource: no resourceType", observation_id)
-        raise InvalidObservation(f"not an Observation: resourceType is {resource_type!r}", observation_id)
+        raise InvalidObservation(f"not an Observation: resourceType is {_show(resource_type)}", observation_id)
     if not _has_coding(resource.get("code"), BP_PANEL):
         raise InvalidObservation(f"not a blood-pressure panel: code has no LOINC {BP_PANEL}", observation_id)
     status = resource.get("status")
@@ -228,8 +230,8 @@ def _status_reason(status: object) -> str:
     if status is None:
         return "missing status"
     if status in REJECTED_STATUSES:
-        return f"status is {status!r}: not a usable result"
-    return f"unknown status {status!r}"
+        return f"status is {_show(status)}: not a usable result"
+    return f"unknown status {_show(status)}"
 
 
 def _has_coding(concept: dict | None, code: str) -> bool:
@@ -277,15 +279,15 @@ def _value_mm_hg(component: dict, name: str, observation_id: str) -> float:
         raise InvalidObservation(f"missing {name}: component has no valueQuantity", observation_id)
     value = quantity.get("value")
     if type(value) not in _NUMBER_TYPES:
-        raise InvalidObservation(f"{name} value is not a number: {value!r}", observation_id)
+        raise InvalidObservation(f"{name} value is not a number: {_show(value)}", observation_id)
     if type(value) is float and not math.isfinite(value):
-        raise InvalidObservation(f"{name} value is not a finite number: {value!r}", observation_id)
+        raise InvalidObservation(f"{name} value is not a finite number: {_show(value)}", observation_id)
     unit = _unit(quantity)
     if unit == MM_HG:
         return float(value)
     if unit == KPA:
         return round(value * MM_HG_PER_KPA, 1)
-    raise InvalidObservation(f"{name} unit must be {MM_HG} or {KPA}, got {unit!r}", observation_id)
+    raise InvalidObservation(f"{name} unit must be {MM_HG} or {KPA}, got {_show(unit)}", observation_id)
 
 
 def _unit(quantity: dict) -> str | None:
@@ -303,8 +305,9 @@ def _concept_text(concept: dict) -> str:
     """A CodeableConcept in a few words: its first coding's code, or its text."""
     for coding in concept.get("coding") or ():
         if coding.get("code"):
-            return str(coding["code"])
-    return str(concept.get("text") or "unspecified")
+            return _show(coding["code"]) if type(coding["code"]) is not str else coding["code"]
+    text = concept.get("text")
+    return text if type(text) is str and text else "unspecified"
 
 
 def _check_plausible(systolic: float, diastolic: float, observation_id: str) -> None:
@@ -339,7 +342,7 @@ def _patient_id(subject: dict | None, observation_id: str) -> str:
         raise InvalidObservation("missing subject: reference has neither reference nor identifier.value",
                                  observation_id)
     if type(reference) is not str:
-        raise InvalidObservation(f"subject reference is not a string: {reference!r}", observation_id)
+        raise InvalidObservation(f"subject reference is not a string: {_show(reference)}", observation_id)
     if reference.startswith("Patient/"):
         patient_id = reference[8:]
         if patient_id and "/" not in patient_id:  # the common case, without splitting
@@ -349,9 +352,9 @@ def _patient_id(subject: dict | None, observation_id: str) -> str:
         if patient_id:
             kind = subject.get("type")
             if kind is not None and kind != "Patient":
-                raise InvalidObservation(f"subject is not a Patient: type {kind!r}", observation_id)
+                raise InvalidObservation(f"subject is not a Patient: type {_show(kind)}", observation_id)
             return patient_id
-        raise InvalidObservation(f"subject reference has no id: {reference!r}", observation_id)
+        raise InvalidObservation(f"subject reference has no id: {_show(reference)}", observation_id)
     return _patient_id_from_url(reference, observation_id)
 
 
@@ -364,8 +367,8 @@ def _patient_id_from_url(reference: str, observation_id: str) -> str:
         if parts[-2] == "Patient":
             return parts[-1]
         if parts[-2][:1].isupper():
-            raise InvalidObservation(f"subject is not a Patient: {reference!r}", observation_id)
-    raise InvalidObservation(f"subject reference is not a Patient reference: {reference!r}", observation_id)
+            raise InvalidObservation(f"subject is not a Patient: {_show(reference)}", observation_id)
+    raise InvalidObservation(f"subject reference is not a Patient reference: {_show(reference)}", observation_id)
 
 
 def _effective(resource: dict, observation_id: str) -> datetime:
@@ -388,7 +391,7 @@ def _effective(resource: dict, observation_id: str) -> datetime:
                                  "or effectivePeriod", observation_id)
     moment = _parse_fhir_datetime(text)
     if moment is None:
-        raise InvalidObservation(f"{source} is not a FHIR dateTime: {text!r}", observation_id)
+        raise InvalidObservation(f"{source} is not a FHIR dateTime: {_show(text)}", observation_id)
     return moment
 
 
@@ -416,6 +419,15 @@ def _parse_fhir_datetime(text: object) -> datetime | None:
     if moment.tzinfo is None:
         return moment.replace(tzinfo=_UTC)
     return moment
+
+
+def _show(value: object) -> str:
+    """A value quoted for a reject reason: scalars as repr (cut at 80 characters), containers
+    by their JSON type — never ``repr`` of an arbitrarily deep structure."""
+    if isinstance(value, (dict, list)):
+        return f"a JSON {_json_type(value)}"
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _json_type(value: object) -> str:

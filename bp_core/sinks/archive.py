@@ -139,15 +139,23 @@ class ArchiveSink:
         return state
 
     def _open(self, partition: int) -> _PartitionLog:
+        """Find where a partition's archive ends.
+
+        Raises:
+            SinkUnavailable: the folder or its segments cannot be read (e.g. permissions).
+        """
         directory = self.root / f"partition-{partition}"
         state = _PartitionLog(directory=directory)
-        segments = sorted(directory.glob("*.jsonl")) if directory.is_dir() else []
-        # The newest non-empty segment holds the last durable line.
-        for segment in reversed(segments):
-            size, position = _last_complete_line(segment)
-            if position is not None:
-                state.segment, state.durable_size, state.last_position = segment, size, position
-                break
+        try:
+            segments = sorted(directory.glob("*.jsonl")) if directory.is_dir() else []
+            # The newest non-empty segment holds the last durable line.
+            for segment in reversed(segments):
+                size, position = _last_complete_line(segment)
+                if position is not None:
+                    state.segment, state.durable_size, state.last_position = segment, size, position
+                    break
+        except OSError as exc:
+            raise SinkUnavailable(f"archive unreadable for partition {partition} in {directory}: {exc.strerror or exc}") from exc
         return state
 
     def _write_partition(self, partition: int, state: _PartitionLog, lines: list[tuple[Position, bytes]]) -> int:

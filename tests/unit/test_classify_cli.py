@@ -20,6 +20,15 @@ HL7_DAR = FHIR_DIR / "hl7-r4-observation-example-bloodpressure-dar.json"
 BP = Path(sys.executable).parent / "bp"
 
 
+@pytest.fixture(autouse=True)
+def _no_model(monkeypatch, tmp_path):
+    """Rules only: no registry (a store that does not exist) and no model file, whatever
+    a demo or a user left in ./data."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'no-store' / 'mlflow.db'}")
+    monkeypatch.delenv("BP_MODEL_PATH", raising=False)
+
+
+
 def run_classify(capsys, *argv: str) -> tuple[int, list[dict], str]:
     code = main(["classify", *argv])
     out, err = capsys.readouterr()

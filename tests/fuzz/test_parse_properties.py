@@ -1,0 +1,117 @@
+"""Property tests: structurally varied FHIR BP Observations, Bundles and NDJSON.
+
+Valid ones must be accepted with the right values; broken ones rejected with a reason
+that says what is wrong; nothing ever raises.
+"""
+
+from __future__ import annotations
+
+import orjson
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from bp_core.fhir.parse import parse_payload
+from bp_core.reading import Reading, Rejection
+from tests.fuzz.strategies import invalid_observations, valid_observations
+
+FAST = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SMALL = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
+def check_reading(result, expected) -> None:
+    assert isinstance(result, Reading), result
+    assert result.observation_id == expected["observation_id"]
+    assert result.patient_id == expected["patient_id"]
+    assert result.effective == expected["effective"]
+    assert result.effective.tzinfo is not None
+    assert result.systolic_mm_hg == expected["systolic"]
+    assert result.diastolic_mm_hg == expected["diastolic"]
+    assert result.status == expected["status"]
+
+
+@FAST
+@given(valid_observations())
+def test_every_valid_observation_is_accepted_with_its_values(drawn):
+    resource, expected = drawn
+    results = parse_payload(orjson.dumps(resource))
+    assert len(results) == 1
+    check_reading(results[0], expected)
+
+
+@FAST
+@given(valid_observations(), st.sampled_from(["bytes", "str", "bom", "indented"]))
+def test_encodings_of_one_observation(drawn, encoding):
+    resource, expected = drawn
+    payload = {"bytes": orjson.dumps(resource), "str": orjson.dumps(resource).decode(),
+               "bom": b"\xef\xbb\xbf" + orjson.dumps(resource),
+               "indented": orjson.dumps(resource, option=orjson.OPT_INDENT_2)}[encoding]
+    [result] = parse_payload(payload)
+    check_reading(result, expected)
+
+
+@FAST
+@given(invalid_observations())
+def test_every_broken_observation_is_rejected_with_its_reason(drawn):
+    resource, fragment = drawn
+    [result] = parse_payload(orjson.dumps(resource))
+    assert isinstance(result, Rejection), (resource, result)
+    assert fragment in result.reason, (fragment, result.reason)
+
+
+@SMALL
+@given(st.lists(st.one_of(valid_observations().map(lambda d: ("valid", d)),
+                          invalid_observations().map(lambda d: ("invalid", d)),
+                          st.just(("other", ({"resourceType": "Patient", "id": "p"}, None)))),
+                min_size=1, max_size=4),
+       st.sampled_from(["collection", "searchset", "transaction", "batch"]), st.booleans())
+def test_bundles_keep_document_order_and_skip_other_resources(items, bundle_type, full_urls):
+    entries = []
+    for n, (_, (resource, _)) in enumerate(items):
+        entry = {"resource": resource}
+        if full_urls:
+            entry["fullUrl"] = f"urn:uuid:entry-{n}"
+        if bundle_type == "transaction":
+            entry["request"] = {"method": "POST", "url": resource.get("resourceType", "Observation")}
+        entries.append(entry)
+    bundle = {"resourceType": "Bundle", "type": bundle_type, "entry": entries}
+    results = parse_payload(orjson.dumps(bundle))
+    observations = [(kind, drawn) for kind, drawn in items
+                    if drawn[0].get("resourceType") == "Observation"]
+    if not observations:
+        assert len(results) == 1 and isinstance(results[0], Rejection) and "no Observation" in results[0].reason
+        return
+    assert len(results) == len(observations)
+    for result, (kind, (resource, expected)) in zip(results, observations):
+        if kind == "valid":
+            check_reading(result, expected)
+        else:
+            assert isinstance(result, Rejection) and expected in result.reason
+
+
+@SMALL
+@given(st.lists(valid_observations(), min_size=2, max_size=4), st.sampled_from(["\n", "\r\n"]),
+       st.booleans())
+def test_ndjson_lines_are_parsed_one_by_one(drawn, newline, blank_lines):
+    lines = [orjson.dumps(resource).decode() for resource, _ in drawn]
+    text = (newline + (newline if blank_lines else "")).join(lines) + newline
+    results = parse_payload(text.encode())
+    assert len(results) == len(drawn)
+    for result, (_, expected) in zip(results, drawn):
+        check_reading(result, expected)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-2**63, 2**63 - 1) | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4),
+    max_leaves=20)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(json_values.map(orjson.dumps), st.binary(max_size=200),
+                 st.text(max_size=200).map(lambda t: t.encode("utf-8", "surrogatepass"))))
+def test_arbitrary_input_never_raises_and_every_rejection_has_a_reason(payload):
+    results = parse_payload(payload)
+    assert results
+    for result in results:
+        assert isinstance(result, (Reading, Rejection))
+        if isinstance(result, Rejection):
+            assert isinstance(result.reason, str) and result.reason.strip()
