@@ -1,0 +1,299 @@
+"""The consumer under real faults, on the fault suite's own stack (19092 / 19200).
+
+Each test ends with exact counts in every sink (see ``_support.assert_exact``):
+Elasticsearch ids, archive observation ids, DLQ source positions, committed offsets.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections import Counter
+
+import orjson
+
+import pytest
+
+from tests.faults._support import (
+    MALFORMED, PAUSE_LOG, archive_ids, assert_exact, committed, dlq_positions, es_ids, kill_quietly, log_text,
+    make_stream, produce_chunks, rules_only, start, terminate, wait_committed,
+)
+from tests.faults.conftest import stack
+from tests.integration.helpers import read_all, send, wait_for
+
+pytestmark = [pytest.mark.faults, pytest.mark.integration]
+
+
+@pytest.mark.timeout(300)
+def test_kill_9_at_random_moments_during_a_50k_stream(settings, es, tmp_path):
+    messages, expected = make_stream(50_000, seed=101, malformed_every=113, prefix="k")
+    log_path = tmp_path / "consumer.log"
+    env = rules_only(tmp_path)
+    producer = threading.Thread(target=produce_chunks, args=(settings, messages, 5000, 0.3))
+    producer.start()
+    rng = random.Random(2026)
+    kills, commits_seen = 0, []
+    try:
+        for _ in range(7):
+            proc = start(settings, "--batch-size", "1000", log_path=log_path, **env)
+            time.sleep(rng.uniform(1.5, 3.0))
+            assert proc.poll() is None, log_text(log_path)[-3000:]
+            proc.kill()  # SIGKILL: no flush, no commit, no goodbye
+            proc.wait()
+            kills += 1
+            commits_seen.append(committed(settings))
+    finally:
+        producer.join()
+    final = start(settings, "--exit-when-idle", "4", log_path=log_path, **env)
+    assert final.wait(timeout=180) == 0, log_text(log_path)[-3000:]
+
+    assert kills == 7
+    assert commits_seen[-1] > 0, f"the killed consumers made progress: {commits_seen}"
+    assert_exact(settings, es, expected, len(messages))
+
+
+@pytest.mark.timeout(300)
+def test_elasticsearch_stopped_30s_mid_stream(settings, es, tmp_path):
+    before, expected = make_stream(4000, seed=201, malformed_every=101, prefix="before")
+    during, expected_during = make_stream(4000, seed=202, malformed_every=101, prefix="during")
+    for kind in expected:
+        expected[kind] |= {i + len(before) for i in expected_during[kind]} if kind == "dlq" else expected_during[kind]
+    log_path = tmp_path / "consumer.log"
+    send(settings.kafka_bootstrap, settings.topic, before)
+    proc = start(settings, "--batch-size", "500", log_path=log_path, **rules_only(tmp_path))
+    es_down = False
+    try:
+        wait_committed(settings, len(before), timeout=60, proc=proc, log_path=log_path)
+        es_down = True
+        stack("stop", "elasticsearch")
+        stopped_at = time.monotonic()
+        send(settings.kafka_bootstrap, settings.topic, during)
+        wait_for(lambda: PAUSE_LOG in log_text(log_path), timeout=30, what="the pause log")
+        paused_at = committed(settings)
+        time.sleep(max(0.0, 30 - (time.monotonic() - stopped_at)))
+        assert proc.poll() is None, "the consumer must wait for Elasticsearch, not exit"
+        assert committed(settings) == paused_at, "nothing is committed while Elasticsearch is down"
+        assert paused_at < len(before) + len(during)
+        stack("start", "elasticsearch")
+        es_down = False
+        wait_committed(settings, len(before) + len(during), timeout=120, proc=proc, log_path=log_path)
+        terminate(proc, log_path)
+    finally:
+        kill_quietly(proc)
+        if es_down:
+            stack("start", "elasticsearch", check=False)
+    log = log_text(log_path)
+    assert "consumption resumed" in log
+    assert_exact(settings, es, expected, len(before) + len(during))
+
+
+def _send_until_acked(settings, messages, stop_after: float = 240) -> dict:
+    """Produce every message, resending only those whose send failed (broker away).
+
+    Returns {'attempts': n, 'resent': n}. A send counts as done only when acked.
+    """
+    from kafka import KafkaProducer
+
+    pending, stats, deadline = list(messages), {"attempts": 0, "resent": 0}, time.monotonic() + stop_after
+    while pending:
+        assert time.monotonic() < deadline, f"{len(pending)} messages never acknowledged"
+        stats["attempts"] += 1
+        failed = []
+        try:
+            producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=5,
+                                     request_timeout_ms=5000, max_block_ms=5000, retries=0)
+        except Exception:
+            time.sleep(1)
+            continue
+        try:
+            futures = []
+            for message in pending:
+                try:
+                    futures.append((message, producer.send(settings.topic, key=message[0], value=message[1])))
+                except Exception:
+                    failed.append(message)
+            try:
+                producer.flush(timeout=15)
+            except Exception:  # unresolved futures fail below and are resent
+                pass
+            for message, future in futures:
+                try:
+                    future.get(timeout=10)
+                except Exception:
+                    failed.append(message)
+        finally:
+            try:
+                producer.close(timeout=2)
+            except Exception:
+                pass
+        stats["resent"] += len(failed)
+        pending = failed
+        if pending:
+            time.sleep(1)
+    return stats
+
+
+@pytest.mark.timeout(300)
+def test_kafka_broker_restarted_mid_stream(settings, es, tmp_path):
+    messages, expected = make_stream(12_000, seed=301, malformed_every=89, prefix="kr")
+    log_path = tmp_path / "consumer.log"
+    proc = start(settings, "--batch-size", "500", log_path=log_path, **rules_only(tmp_path))
+    kafka_down = False
+    try:
+        send(settings.kafka_bootstrap, settings.topic, messages[:4000])
+        wait_for(lambda: committed(settings) > 0, timeout=60, what="first commits")
+        stats: dict = {}
+
+        def sender_main():
+            try:
+                stats.update(_send_until_acked(settings, messages[4000:]))
+            except BaseException as exc:  # surfaced by the assertion below, not lost in a thread
+                stats["error"] = repr(exc)
+        sender = threading.Thread(target=sender_main)
+        sender.start()
+        time.sleep(0.5)
+        kafka_down = True
+        stack("stop", "kafka")
+        time.sleep(5)
+        assert proc.poll() is None, "the consumer must survive the broker going away:\n" + log_text(log_path)[-3000:]
+        stack("start", "kafka")
+        kafka_down = False
+        sender.join(timeout=240)
+        assert not sender.is_alive() and "error" not in stats, stats
+        # A resend after an acknowledgement lost with the broker can store a message
+        # twice (two records, two offsets): the topic, not the send list, is the truth.
+        records = read_all(settings.kafka_bootstrap, settings.topic)
+        wait_committed(settings, len(records), timeout=120, proc=proc, log_path=log_path)
+        terminate(proc, log_path)
+    finally:
+        kill_quietly(proc)
+        if kafka_down:
+            stack("start", "kafka", check=False)
+    print(f"producer side: {stats}; topic records: {len(records)} for {len(messages)} messages")
+    assert sum(r.value in MALFORMED for r in records) >= len(expected["dlq"]), "every malformed message is in the topic"
+    stored = Counter(orjson.loads(r.value)["id"] for r in records if r.value not in MALFORMED)
+    assert set(stored) == expected["anomaly"] | expected["normal"]
+    assert es_ids(es, settings.es_index) == Counter(expected["anomaly"]), "ES: each anomaly exactly once"
+    # The archive holds one line per Kafka record of a normal reading: exactly once per record.
+    assert archive_ids(settings) == Counter({i: stored[i] for i in expected["normal"]})
+    assert dlq_positions(settings) == {(r.partition, r.offset) for r in records if r.value in MALFORMED}
+    assert committed(settings) == len(records)
+
+
+@pytest.mark.timeout(240)
+def test_second_member_joins_and_leaves_mid_stream(settings, es, tmp_path):
+    messages, expected = make_stream(15_000, seed=401, malformed_every=97, prefix="rb")
+    logs = [tmp_path / "c1.log", tmp_path / "c2.log"]
+    env = rules_only(tmp_path)
+    first = start(settings, "--batch-size", "300", log_path=logs[0], **env)
+    second = None
+    try:
+        wait_for(lambda: "assigned partitions" in log_text(logs[0]), timeout=60, what="first member")
+        producer = threading.Thread(target=produce_chunks, args=(settings, messages, 1000, 0.5))
+        producer.start()
+        time.sleep(2)
+        second = start(settings, "--batch-size", "300", log_path=logs[1], **env)
+        wait_for(lambda: "assigned partitions" in log_text(logs[1]), timeout=60, what="second member assigned")
+        time.sleep(3)  # both members consume for a while
+        terminate(second, logs[1])  # SIGTERM: finish the batch, commit, leave the group
+        producer.join()
+        # First: every outcome durable in its sink ...
+        wait_for(lambda: sink_totals(settings, es) == (len(expected["anomaly"]), len(expected["normal"])),
+                 timeout=120, what="every reading in its sink")
+        # ... then every offset committed. Known bug (reported): a batch in flight when
+        # the group rebalances is written but never committed when its partitions come
+        # back to the same member (kafka-python keeps their fetch positions).
+        wait_committed(settings, len(messages), timeout=20, proc=first, log_path=logs[0])
+        terminate(first, logs[0])
+    finally:
+        kill_quietly(first)
+        kill_quietly(second)
+    assert "stopped: messages=" in log_text(logs[1])
+    assert_exact(settings, es, expected, len(messages))
+
+
+def sink_totals(settings, es) -> tuple[int, int]:
+    from tests.faults._support import archive_ids
+
+    if not es.indices.exists(index=settings.es_index):
+        return (0, 0)
+    es.indices.refresh(index=settings.es_index)
+    return es.count(index=settings.es_index)["count"], sum(archive_ids(settings).values())
+
+
+def _no_dac_override() -> tuple[str, ...]:
+    """Run as root without CAP_DAC_OVERRIDE/CAP_DAC_READ_SEARCH: permission bits then apply.
+
+    (Running as the unprivileged ``bpstack`` user is not possible here: the venv's
+    interpreter lives under /root, mode 0700.)
+    """
+    caps = "-dac_override,-dac_read_search"
+    return ("setpriv", f"--inh-caps={caps}", f"--bounding-set={caps}", "--")
+
+
+@pytest.mark.timeout(240)
+def test_archive_unwritable_pauses_then_resumes(settings, es, tmp_path):
+    first, expected = make_stream(3000, seed=501, malformed_every=101, prefix="a1")
+    second, expected_second = make_stream(3000, seed=502, malformed_every=101, prefix="a2")
+    for kind in expected:
+        expected[kind] |= {i + len(first) for i in expected_second[kind]} if kind == "dlq" else expected_second[kind]
+    log_path = tmp_path / "consumer.log"
+    topic_dir = settings.archive_dir / settings.topic
+    send(settings.kafka_bootstrap, settings.topic, first)
+    proc = start(settings, "--batch-size", "500", log_path=log_path, prefix=_no_dac_override(),
+                 **rules_only(tmp_path))
+    try:
+        wait_committed(settings, len(first), timeout=60, proc=proc, log_path=log_path)
+        assert topic_dir.is_dir()
+        topic_dir.chmod(0o000)  # every partition folder below is now out of reach
+        send(settings.kafka_bootstrap, settings.topic, second)
+        wait_for(lambda: PAUSE_LOG in log_text(log_path), timeout=30, what="the pause log")
+        stuck = committed(settings)
+        time.sleep(6)
+        assert proc.poll() is None, "the consumer must wait for the archive, not exit"
+        assert committed(settings) == stuck, "committed offsets must stop growing"
+        assert stuck < len(first) + len(second)
+        topic_dir.chmod(0o755)
+        wait_committed(settings, len(first) + len(second), timeout=90, proc=proc, log_path=log_path)
+        terminate(proc, log_path)
+    finally:
+        topic_dir.chmod(0o755)
+        kill_quietly(proc)
+    assert "consumption resumed" in log_text(log_path)
+    assert_exact(settings, es, expected, len(first) + len(second))
+
+
+@pytest.mark.timeout(180)
+def test_archive_unwritable_when_a_consumer_starts(settings, es, tmp_path):
+    """A consumer (re)started while the archive is out of reach must pause, not crash.
+
+    This is the state after a restart or a rebalance: the archive sink opens a
+    partition's folder on its first reading, inside ``add()``.
+    """
+    first, expected = make_stream(1000, seed=601, prefix="s1")
+    second, expected_second = make_stream(1000, seed=602, prefix="s2")
+    for kind in ("anomaly", "normal"):
+        expected[kind] |= expected_second[kind]
+    log_path = tmp_path / "consumer.log"
+    topic_dir = settings.archive_dir / settings.topic
+    env = rules_only(tmp_path)
+    send(settings.kafka_bootstrap, settings.topic, first)
+    proc = start(settings, "--batch-size", "500", log_path=log_path, prefix=_no_dac_override(), **env)
+    try:
+        wait_committed(settings, len(first), timeout=60, proc=proc, log_path=log_path)
+        terminate(proc, log_path)
+        topic_dir.chmod(0o000)
+        send(settings.kafka_bootstrap, settings.topic, second)
+        proc = start(settings, "--batch-size", "500", log_path=log_path, prefix=_no_dac_override(), **env)
+        wait_for(lambda: log_text(log_path).count("assigned partitions") >= 2, timeout=60, what="restart")
+        time.sleep(5)
+        assert proc.poll() is None, "the consumer crashed on an unreadable archive:\n" + log_text(log_path)[-2500:]
+        assert committed(settings) == len(first)
+        topic_dir.chmod(0o755)
+        wait_committed(settings, len(first) + len(second), timeout=60, proc=proc, log_path=log_path)
+        terminate(proc, log_path)
+    finally:
+        topic_dir.chmod(0o755)
+        kill_quietly(proc)
+    assert_exact(settings, es, expected, len(first) + len(second))
