@@ -45,6 +45,18 @@ def machine() -> str:
     return f"{os.cpu_count()} cores, {cpu}, Python {platform.python_version()}"
 
 
+def drop_bench_resources(settings, admin) -> None:
+    """Delete a benchmark's topics, indices and index template (and close ``admin``)."""
+    from elasticsearch import Elasticsearch
+
+    admin.delete_topics([settings.topic, settings.dlq_topic])
+    admin.close()
+    es = Elasticsearch(settings.es_url)
+    es.options(ignore_status=404).indices.delete(index=f"{settings.es_index}*")
+    es.options(ignore_status=404).indices.delete_index_template(name=settings.es_index)
+    es.close()
+
+
 def fill_topic(settings, count: int) -> float:
     from bp_core.producer import produce
 
@@ -176,14 +188,7 @@ def main() -> int:
         our_seconds, stats, profiler = ours(settings, args.profile)
         seed_seconds, seed_done = seed_style(settings, args.seed_style_sample)
     finally:
-        admin.delete_topics([settings.topic, settings.dlq_topic])
-        admin.close()
-        from elasticsearch import Elasticsearch
-
-        es = Elasticsearch(settings.es_url)
-        es.options(ignore_status=404).indices.delete(index=f"{settings.es_index}*")
-        es.options(ignore_status=404).indices.delete_index_template(name=settings.es_index)
-        es.close()
+        drop_bench_resources(settings, admin)
 
     raw_rate = args.messages / raw_seconds
     our_rate = stats.messages / our_seconds

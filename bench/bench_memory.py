@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from bench_consumer import machine  # noqa: E402
+from bench_consumer import drop_bench_resources, machine  # noqa: E402
 
 
 def rss_mib(pid: int) -> float:
@@ -58,7 +58,6 @@ def main() -> int:
     args = parser.parse_args()
     checkpoints = sorted({c for c in (10_000, 100_000, 250_000, 500_000, 750_000, args.messages) if c <= args.messages})
 
-    from elasticsearch import Elasticsearch
     from kafka import KafkaAdminClient
     from kafka.admin import NewTopic
 
@@ -100,12 +99,7 @@ def main() -> int:
         if consumer and consumer.poll() is None:
             consumer.terminate()
             consumer.wait(timeout=120)
-        admin.delete_topics([settings.topic, settings.dlq_topic])
-        admin.close()
-        es = Elasticsearch(settings.es_url)
-        es.options(ignore_status=404).indices.delete(index=f"{settings.es_index}*")
-        es.options(ignore_status=404).indices.delete_index_template(name=settings.es_index)
-        es.close()
+        drop_bench_resources(settings, admin)
 
     by_count = dict(samples)
     growth = by_count[args.messages] - by_count[min(100_000, args.messages)]
