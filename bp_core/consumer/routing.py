@@ -1,30 +1,105 @@
-"""Scoring and routing of a batch of readings: pure, vectorised, no I/O.
+"""Scoring and routing of a batch of readings, and the documents the sinks store: pure, no I/O.
 
 A reading is an anomaly when the clinical thresholds flag it, or when the model's
 probability reaches ``model_threshold``; ``detected_by`` says which layer(s) did.
 The AHA category is a separate field and never decides the routing by itself.
+
+``route_batch`` works on whole columns (numpy for the rules, the categories and one
+model call) and returns a ``RoutedBatch`` of per-reading columns; the consumer reads
+them directly, other callers index it or iterate it as ``RoutedReading`` items.
+
+The two documents are typed structs, encoded by ``msgspec`` in C (datetimes as RFC 3339,
+``Z`` for UTC): ``AnomalyDocument`` is the Elasticsearch document (its fields are the
+index template's, ``bp_core.sinks.es_template.ANOMALY_FIELDS``; a unit test keeps them
+equal) and ``ArchiveRecord`` the archive's JSON line; ``bp_core.consumer.batch`` builds
+them. ``msgspec.json.encode`` gives their JSON.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from datetime import datetime
+from typing import Iterator, Sequence
 
+import msgspec
 import numpy as np
 
 from bp_core.features import feature_matrix
 from bp_core.reading import Reading
-from bp_core.rules import Thresholds, anomaly_types, category_codes, rule_anomaly_mask
+from bp_core.rules import ANOMALY_TYPE_SETS, Thresholds, anomaly_type_codes, category_codes
+
+RULES, MODEL = "rules", "model"
+# detected_by, indexed by rule_anomaly + 2 * model_anomaly
+DETECTED_BY: tuple[tuple[str, ...], ...] = ((), (RULES,), (MODEL,), (RULES, MODEL))
+
+
+# --------------------------------------------------------------------------- documents
+
+
+class SourcePosition(msgspec.Struct, gc=False):
+    """Where an anomaly was read from."""
+
+    topic: str
+    partition: int
+    offset: int
+
+
+class AnomalyDocument(msgspec.Struct, gc=False):
+    """The Elasticsearch document of an anomalous reading (no patient names, ever)."""
+
+    timestamp: datetime = msgspec.field(name="@timestamp")  # the Observation's effective time
+    observation_id: str
+    patient_id: str
+    systolic: float
+    diastolic: float
+    category: str
+    anomaly_types: tuple[str, ...]
+    rule_anomaly: bool
+    model_anomaly: bool
+    model_probability: float | None
+    model_name: str | None
+    model_version: str | None
+    detected_by: tuple[str, ...]
+    ingested_at: datetime
+    status: str
+    source: SourcePosition
+
+
+class KafkaPosition(msgspec.Struct, gc=False):
+    """Where a normal reading was read from: ``entry`` is its index inside the message."""
+
+    partition: int
+    offset: int
+    entry: int
+
+
+class ArchiveRecord(msgspec.Struct, gc=False):
+    """The archive's JSON line of a normal reading."""
+
+    observation_id: str
+    patient_id: str
+    effective: datetime
+    systolic: float
+    diastolic: float
+    category: str
+    model_probability: float | None
+    model_name: str | None
+    model_version: str | None
+    archived_at: datetime
+    kafka: KafkaPosition
+
+
+# --------------------------------------------------------------------------- routing
 
 
 @dataclass(slots=True)
 class RoutedReading:
-    """A reading with everything the sinks need to know about it."""
+    """One reading with everything the sinks need to know about it (a view of a batch)."""
 
     reading: Reading
     category: str
     rule_anomaly: bool
-    anomaly_types: list[str]
+    anomaly_types: tuple[str, ...]
     model_probability: float | None
     model_anomaly: bool
 
@@ -33,12 +108,43 @@ class RoutedReading:
         return self.rule_anomaly or self.model_anomaly
 
     @property
-    def detected_by(self) -> list[str]:
-        return [layer for layer, hit in (("rules", self.rule_anomaly), ("model", self.model_anomaly)) if hit]
+    def detected_by(self) -> tuple[str, ...]:
+        return DETECTED_BY[self.rule_anomaly + 2 * self.model_anomaly]
+
+
+@dataclass(slots=True)
+class RoutedBatch:
+    """The scores and routes of a batch, one entry per reading in every column."""
+
+    readings: Sequence[Reading]
+    categories: list[str]
+    rule_anomaly: list[bool]
+    model_anomaly: list[bool]
+    model_probability: list[float | None]
+    anomaly_types: list[tuple[str, ...]]
+
+    def __len__(self) -> int:
+        return len(self.readings)
+
+    def __getitem__(self, i: int) -> RoutedReading:
+        return RoutedReading(self.readings[i], self.categories[i], self.rule_anomaly[i], self.anomaly_types[i],
+                             self.model_probability[i], self.model_anomaly[i])
+
+    def __iter__(self) -> Iterator[RoutedReading]:
+        return (self[i] for i in range(len(self.readings)))
+
+    def layer_counts(self) -> dict[str, int]:
+        """Anomalies by the layers that flagged them: ``rules``, ``model``, ``rules+model``."""
+        counts: dict[str, int] = {}
+        for rule_hit, model_hit in zip(self.rule_anomaly, self.model_anomaly):
+            if rule_hit or model_hit:
+                layers = "+".join(DETECTED_BY[rule_hit + 2 * model_hit])
+                counts[layers] = counts.get(layers, 0) + 1
+        return counts
 
 
 def route_batch(readings: Sequence[Reading], thresholds: Thresholds, model=None,
-                model_threshold: float = 0.5) -> list[RoutedReading]:
+                model_threshold: float = 0.5) -> RoutedBatch:
     """Apply the rules and (when given) the model to a whole batch in vectorised calls.
 
     Args:
@@ -47,72 +153,24 @@ def route_batch(readings: Sequence[Reading], thresholds: Thresholds, model=None,
         model: a ``bp_core.model.serving.ServedModel`` or None (rules-only mode).
         model_threshold: probability at or above which the model flags an anomaly.
     Returns:
-        One ``RoutedReading`` per input reading, in order.
+        The batch's columns, in the order of ``readings``.
     """
-    if not readings:
-        return []
-    systolic = np.fromiter((r.systolic_mm_hg for r in readings), dtype=np.float64, count=len(readings))
-    diastolic = np.fromiter((r.diastolic_mm_hg for r in readings), dtype=np.float64, count=len(readings))
-    rule_mask = rule_anomaly_mask(systolic, diastolic, thresholds)
-    categories = category_codes(systolic, diastolic)
-    if model is not None:
+    n = len(readings)
+    systolic = np.fromiter([r.systolic_mm_hg for r in readings], dtype=np.float64, count=n)
+    diastolic = np.fromiter([r.diastolic_mm_hg for r in readings], dtype=np.float64, count=n)
+    type_codes = anomaly_type_codes(systolic, diastolic, thresholds)
+    if model is not None and n:
         probabilities = np.asarray(model.predict_proba(feature_matrix(systolic, diastolic)), dtype=np.float64)
-        model_mask = probabilities >= model_threshold
+        model_anomaly = (probabilities >= model_threshold).tolist()
         probability_list = probabilities.tolist()
     else:
-        model_mask = np.zeros(len(readings), dtype=bool)
-        probability_list = [None] * len(readings)
-    routed = []
-    for i, reading in enumerate(readings):
-        rule_hit = bool(rule_mask[i])
-        routed.append(RoutedReading(
-            reading=reading,
-            category=str(categories[i]),
-            rule_anomaly=rule_hit,
-            anomaly_types=anomaly_types(reading.systolic_mm_hg, reading.diastolic_mm_hg, thresholds) if rule_hit else [],
-            model_probability=probability_list[i],
-            model_anomaly=bool(model_mask[i]),
-        ))
-    return routed
-
-
-def anomaly_document(item: RoutedReading, *, model_name: str | None, model_version: str | None,
-                     ingested_at: str, topic: str, partition: int, offset: int) -> dict:
-    """The Elasticsearch document of an anomalous reading (no patient names, ever)."""
-    reading = item.reading
-    return {
-        "@timestamp": reading.effective.isoformat(),
-        "observation_id": reading.observation_id,
-        "patient_id": reading.patient_id,
-        "systolic": reading.systolic_mm_hg,
-        "diastolic": reading.diastolic_mm_hg,
-        "category": item.category,
-        "anomaly_types": item.anomaly_types,
-        "rule_anomaly": item.rule_anomaly,
-        "model_anomaly": item.model_anomaly,
-        "model_probability": item.model_probability,
-        "model_name": model_name,
-        "model_version": model_version,
-        "detected_by": item.detected_by,
-        "ingested_at": ingested_at,
-        "status": reading.status,
-        "source": {"topic": topic, "partition": partition, "offset": offset},
-    }
-
-
-def archive_record(item: RoutedReading, *, model_name: str | None, model_version: str | None,
-                   archived_at: str) -> dict:
-    """The archive line of a normal reading (its Kafka position is added by the sink)."""
-    reading = item.reading
-    return {
-        "observation_id": reading.observation_id,
-        "patient_id": reading.patient_id,
-        "effective": reading.effective.isoformat(),
-        "systolic": reading.systolic_mm_hg,
-        "diastolic": reading.diastolic_mm_hg,
-        "category": item.category,
-        "model_probability": item.model_probability,
-        "model_name": model_name,
-        "model_version": model_version,
-        "archived_at": archived_at,
-    }
+        model_anomaly = [False] * n
+        probability_list = [None] * n
+    return RoutedBatch(
+        readings=readings,
+        categories=category_codes(systolic, diastolic).tolist(),
+        rule_anomaly=(type_codes != 0).tolist(),
+        model_anomaly=model_anomaly,
+        model_probability=probability_list,
+        anomaly_types=[ANOMALY_TYPE_SETS[code] for code in type_codes.tolist()],
+    )

@@ -38,14 +38,13 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from itertools import chain
 
 import orjson
 
 from bp_core.errors import BPError, SinkUnavailable
 from bp_core.consumer.metrics import ConsumerMetrics
-from bp_core.consumer.routing import anomaly_document, archive_record, route_batch
-from bp_core.fhir.parse import parse_payload
-from bp_core.reading import Reading
+from bp_core.consumer.batch import route_records
 from bp_core.rules import Thresholds
 from bp_core.settings import Settings
 from bp_core.sinks.archive import ArchiveBatch, ArchiveSink
@@ -70,6 +69,15 @@ class ConsumerStats:
     started: float = field(default_factory=time.monotonic)
     first_batch_at: float | None = None   # monotonic time the first batch arrived
     last_commit_at: float | None = None   # monotonic time of the last successful commit
+    last_batch_at: float | None = None    # monotonic time the last batch was durable and its commit sent
+    # Where the time went, in seconds. This thread: polling Kafka, preparing batches
+    # (parse, score, route), waiting for the writer; the writer thread: each sink.
+    poll_s: float = 0.0
+    prepare_s: float = 0.0
+    wait_s: float = 0.0
+    index_s: float = 0.0
+    archive_s: float = 0.0
+    dlq_s: float = 0.0
 
     def line(self) -> str:
         # The rate counts from the first batch, not from start-up (imports, group join).
@@ -115,6 +123,7 @@ class PreparedBatch:
     by_layer: dict = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
     index_rejects: int = 0
+    sink_seconds: list = field(default_factory=lambda: [0.0, 0.0, 0.0])  # ES, archive, DLQ
     revoked: bool = False              # its partitions were revoked while it was written
     future: Future | None = None
 
@@ -144,6 +153,7 @@ class ConsumerService:
     """The long-running ``bp consume`` process (also used in-process by tests)."""
 
     _REVOCATION_WAIT_S = 60.0  # how long a revocation waits for the batch being written
+    _INFLIGHT_POLL_MS = 20     # poll timeout while a batch is being written
 
     def __init__(self, settings: Settings, options: ConsumerOptions = ConsumerOptions(), *,
                  model_provider=None) -> None:
@@ -268,9 +278,13 @@ class ConsumerService:
             if self._model_provider.maybe_refresh():
                 self._report_model()
             generation = self._drop_generation
-            batch = self._consumer.poll(timeout_ms=self.options.poll_timeout_ms)
+            polled_at = time.monotonic()
+            batch = self._consumer.poll(timeout_ms=self._poll_timeout_ms())
             now = time.monotonic()
             prepared = self._prepare(batch) if batch else None
+            if prepared is not None:
+                self.stats.poll_s += now - polled_at
+                self.stats.prepare_s += time.monotonic() - now
             dropped: list[PreparedBatch] = []
             if self._inflight is not None:
                 if not self._complete(self._inflight):
@@ -295,8 +309,18 @@ class ConsumerService:
         if self._inflight is not None:
             self._complete(self._inflight)
             self._inflight = None
+        self._commit(dict(self._next_offsets), wait=True)  # settles the asynchronous ones
         self._log_progress()
         return self._exit_code
+
+    def _poll_timeout_ms(self) -> int:
+        """How long a poll may wait for records: not past the end of the write in flight,
+        whose commit would otherwise wait for the next record (or the full timeout)."""
+        if self._inflight is None:
+            return self.options.poll_timeout_ms
+        if self._inflight.future.done():
+            return 0
+        return min(self.options.poll_timeout_ms, self._INFLIGHT_POLL_MS)
 
     def _idle_exit_due(self, now: float, last_record: float) -> bool:
         if self.options.exit_when_idle is None or self._assigned_at is None or self._inflight is not None:
@@ -309,53 +333,25 @@ class ConsumerService:
         """Parse, score and route one polled batch into its own sink buffers (no I/O)."""
         if self.stats.first_batch_at is None:
             self.stats.first_batch_at = time.monotonic()
+        outcome = route_records(chain.from_iterable(batch.values()), self.thresholds,
+                                self._model_provider.current, self.settings.model_threshold,
+                                datetime.now(timezone.utc))
         prepared = PreparedBatch(
             offsets={tp: records[-1].offset + 1 for tp, records in batch.items()},
             first_offsets={tp: records[0].offset for tp, records in batch.items()},
             es=ElasticsearchSink(self._es, self.settings.es_index),
-            archive=ArchiveBatch(),
+            archive=ArchiveBatch(outcome.normals),
             dlq=DeadLetterSink(self._producer, self.settings.dlq_topic),
+            messages=outcome.messages,
+            readings=outcome.readings,
+            anomalies=outcome.anomalies,
+            normals=outcome.normal_count,
+            rejected=len(outcome.rejects),
+            by_layer=outcome.layers,
         )
-        readings: list[Reading] = []
-        sources: list[tuple] = []  # per reading: (record, entry index)
-        for records in batch.values():
-            prepared.messages += len(records)
-            for record in records:
-                if record.value is None:
-                    _reject(prepared.dlq, record, "empty message (null value)")
-                    prepared.rejected += 1
-                    continue
-                reasons = None
-                for entry, result in enumerate(parse_payload(record.value)):
-                    if type(result) is Reading:
-                        readings.append(result)
-                        sources.append((record, entry))
-                    else:
-                        reasons = reasons or []
-                        reasons.append(f"{result.observation_id}: {result.reason}" if result.observation_id else result.reason)
-                if reasons:
-                    _reject(prepared.dlq, record, "; ".join(reasons))
-                    prepared.rejected += 1
-
-        model = self._model_provider.current
-        model_name = model.name if model else None
-        model_version = model.version if model else None
-        routed = route_batch(readings, self.thresholds, model, self.settings.model_threshold)
-        now_iso = datetime.now(timezone.utc).isoformat()
-        by_layer = prepared.by_layer
-        for item, (record, entry) in zip(routed, sources):
-            if item.is_anomaly:
-                layers = "+".join(item.detected_by)
-                by_layer[layers] = by_layer.get(layers, 0) + 1
-                prepared.es.add(item.reading.observation_id, anomaly_document(
-                    item, model_name=model_name, model_version=model_version, ingested_at=now_iso,
-                    topic=record.topic, partition=record.partition, offset=record.offset), key=record)
-            else:
-                prepared.archive.add(record.partition, record.offset, entry, archive_record(
-                    item, model_name=model_name, model_version=model_version, archived_at=now_iso))
-        prepared.readings = len(readings)
-        prepared.anomalies = prepared.es.pending()
-        prepared.normals = len(prepared.archive)
+        prepared.es.extend(outcome.anomaly_ids, outcome.anomaly_documents, outcome.anomaly_records)
+        for record, reason in outcome.rejects:
+            _reject(prepared.dlq, record, reason)
         return prepared
 
     # ------------------------------------------------------------------ write and commit
@@ -373,11 +369,16 @@ class ConsumerService:
         Raises:
             SinkUnavailable: a sink refused for now.
         """
+        started = time.monotonic()
         for rejected in prepared.es.flush():
             _reject(prepared.dlq, rejected.key, rejected.reason, stage="index")
             prepared.index_rejects += 1
+        indexed = time.monotonic()
         self._archive.write(prepared.archive)
+        archived = time.monotonic()
         prepared.dlq.flush()
+        # The time of the attempt that succeeded, sink by sink (for the stats).
+        prepared.sink_seconds = [indexed - started, archived - indexed, time.monotonic() - archived]
 
     def _complete(self, prepared: PreparedBatch) -> bool:
         """Wait for a batch's write, retrying while a sink is unavailable; then commit it.
@@ -385,8 +386,10 @@ class ConsumerService:
         Returns False when the batch was given up (stopping, or its partitions were
         revoked while it could not be written): the caller drops it.
         """
+        waited = time.monotonic()
         try:
             prepared.future.result()
+            self.stats.wait_s += time.monotonic() - waited
         except SinkUnavailable as exc:
             if not self._retry_write(prepared, exc):
                 return False
@@ -430,6 +433,10 @@ class ConsumerService:
         stats.normals += prepared.normals
         stats.rejected += prepared.rejected + prepared.index_rejects
         stats.batches += 1
+        stats.last_batch_at = time.monotonic()
+        stats.index_s += prepared.sink_seconds[0]
+        stats.archive_s += prepared.sink_seconds[1]
+        stats.dlq_s += prepared.sink_seconds[2]
         m.messages.inc(prepared.messages)
         m.valid.inc(prepared.readings)
         m.rejected.labels("parse").inc(prepared.rejected)
@@ -465,7 +472,16 @@ class ConsumerService:
                 # Only possible for a partition assigned during the wait: read it again later.
                 self._consumer.seek(tp, records[0].offset)
 
-    def _commit(self, offsets: dict) -> None:
+    def _commit(self, offsets: dict, *, wait: bool = False) -> None:
+        """Commit the offsets of durable batches, for the partitions this member still owns.
+
+        Between batches the commit is asynchronous: the following polls complete it, and
+        a failed one is covered by the next commit (or, after a rebalance, the next owner
+        replays from the previous one and the sinks skip what exists). ``wait`` makes it
+        synchronous: at exit. (Not in a rebalance callback, which runs inside
+        kafka-python's event loop: the asynchronous commits sent before it reach the
+        coordinator before the member rejoins, in order.)
+        """
         from kafka import OffsetAndMetadata
         from kafka.errors import KafkaError
 
@@ -473,14 +489,25 @@ class ConsumerService:
         to_commit = {tp: OffsetAndMetadata(offset, "", -1) for tp, offset in offsets.items() if tp in owned}
         if not to_commit:
             return
+        self._next_offsets.update({tp: om.offset for tp, om in to_commit.items()})
+        if not wait:
+            self._consumer.commit_async(to_commit, callback=self._on_commit)
+            return
         try:
             self._consumer.commit(to_commit)
-            self.stats.commits += 1
-            self.stats.last_commit_at = time.monotonic()
-            self._next_offsets.update({tp: om.offset for tp, om in to_commit.items()})
         except KafkaError as exc:
+            self._on_commit(to_commit, exc)
+        else:
+            self._on_commit(to_commit, None)
+
+    def _on_commit(self, offsets: dict, response) -> None:
+        if isinstance(response, Exception):
             # The data is durable; a new owner replays it and the sinks skip what exists.
-            log.warning("offset commit failed (%s); the next owner will replay the batch idempotently", exc)
+            log.warning("offset commit failed (%s); a later commit covers it, or the next owner "
+                        "replays the batch idempotently", response)
+            return
+        self.stats.commits += 1
+        self.stats.last_commit_at = time.monotonic()
 
     def _drop(self, *batches: PreparedBatch) -> None:
         """Give batches up uncommitted: partitions still owned go back to the earliest of them."""

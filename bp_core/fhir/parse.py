@@ -32,6 +32,16 @@ What is accepted (everything else is rejected with a one-line reason):
   with only a logical ``identifier`` gives its ``value``.
 - Without an ``id``, the observation id is ``sha1-`` + the SHA-1 of the resource's
   canonical JSON (sorted keys), so a replay of the same resource maps to the same id.
+
+Two paths, one behaviour. Nearly every message on the stream has the common form: one
+Observation with an ``id``, ``effectiveDateTime``, a ``Patient/<id>`` subject and both
+values in UCUM ``mm[Hg]``. ``parse_common_form`` decodes only the fields it needs,
+straight into typed structs (``msgspec``: no dict per JSON object), and checks them in
+a few comparisons. Whatever it does not recognise as a valid common-form Observation
+(a Bundle, NDJSON, kPa, a missing id, a reject of any kind, a JSON type it does not
+expect) goes to ``parse_payload_generic``, the full validator over plain dicts, which
+gives every reject its reason. The fast path only ever answers with a ``Reading`` the
+full one gives too; the fuzz suite checks that on every mutated payload.
 """
 
 from __future__ import annotations
@@ -39,14 +49,16 @@ from __future__ import annotations
 import hashlib
 import math
 from datetime import datetime, timezone
+from typing import Annotated, Literal
 
+import msgspec
 import orjson
 
 from bp_core.errors import InvalidObservation
 from bp_core.fhir.codes import BP_PANEL, DIASTOLIC, KPA, LOINC, MM_HG, MM_HG_PER_KPA, SYSTOLIC, UCUM
 from bp_core.reading import Reading, Rejection
 
-__all__ = ["parse_payload", "parse_resource", "observation_id_of"]
+__all__ = ["parse_payload", "parse_common_form", "parse_payload_generic", "parse_resource", "observation_id_of"]
 
 ACCEPTED_STATUSES = frozenset({"final", "amended", "corrected", "preliminary", "unknown"})
 REJECTED_STATUSES = frozenset({"registered", "cancelled", "entered-in-error"})
@@ -72,6 +84,14 @@ def parse_payload(payload: bytes | str) -> list[Reading | Rejection]:
         UTF-8, not JSON, not an object, or a Bundle without any Observation gives one
         ``Rejection`` saying why.
     """
+    reading = parse_common_form(payload)
+    if reading is not None:
+        return [reading]
+    return parse_payload_generic(payload)
+
+
+def parse_payload_generic(payload: bytes | str) -> list[Reading | Rejection]:
+    """``parse_payload`` without the fast path: the full validator, for every form."""
     try:
         document = orjson.loads(payload)
     except orjson.JSONDecodeError as exc:
@@ -116,6 +136,107 @@ def observation_id_of(resource: dict) -> str:
     except orjson.JSONEncodeError as exc:
         raise InvalidObservation(f"resource is not JSON-serialisable ({exc})") from exc
     return "sha1-" + hashlib.sha1(canonical).hexdigest()
+
+
+# --------------------------------------------------------------------------- the common form
+
+
+# Every field the common form needs is required, with its JSON type (and, where only one
+# value is possible, that value): anything else fails to decode, in C, and goes to the
+# full validator.
+
+
+class _Coding(msgspec.Struct, gc=False):
+    system: str | None = None
+    code: str | None = None
+
+
+class _Concept(msgspec.Struct, gc=False):
+    coding: list[_Coding]
+
+
+class _Quantity(msgspec.Struct, gc=False):
+    value: float  # a JSON number; integers become floats, as ``float(value)`` does below
+    system: Literal[UCUM]
+    code: Literal[MM_HG]
+
+
+class _Component(msgspec.Struct, gc=False):
+    code: _Concept
+    valueQuantity: _Quantity | None = None
+
+
+class _Subject(msgspec.Struct, gc=False):
+    reference: str
+
+
+class _CommonObservation(msgspec.Struct, gc=False):
+    """The fields of an Observation the common form needs; all others are skipped."""
+
+    resourceType: Literal["Observation"]
+    id: Annotated[str, msgspec.Meta(min_length=1)]
+    status: Literal[tuple(sorted(ACCEPTED_STATUSES))]
+    code: _Concept
+    subject: _Subject
+    effectiveDateTime: str
+    component: list[_Component]
+
+
+_decode_common = msgspec.json.Decoder(_CommonObservation).decode
+
+
+def parse_common_form(payload: bytes | str) -> Reading | None:
+    """The reading of a valid common-form Observation, or None for anything else.
+
+    None is not a verdict: the payload may still be valid (a Bundle, kPa values, no id)
+    or invalid; ``parse_payload_generic`` decides and says why. A ``Reading`` returned
+    here is exactly the one ``parse_payload_generic`` returns for the same payload.
+    """
+    try:
+        if type(payload) is bytes and not payload.isascii():
+            # msgspec does not check the UTF-8 of the values it skips; orjson rejects
+            # the whole document for one bad byte, and so must this path.
+            payload.decode("utf-8")
+        resource = _decode_common(payload)
+    except (msgspec.DecodeError, UnicodeError, RecursionError):  # ValidationError is a DecodeError
+        return None
+    for coding in resource.code.coding:
+        if coding.code == BP_PANEL and coding.system == LOINC:
+            break
+    else:
+        return None
+    systolic = diastolic = None
+    for component in resource.component:
+        for coding in component.code.coding:
+            if coding.system == LOINC:
+                if coding.code == SYSTOLIC:
+                    if systolic is not None:
+                        return None
+                    systolic = component
+                    break
+                if coding.code == DIASTOLIC:
+                    if diastolic is not None:
+                        return None
+                    diastolic = component
+                    break
+    if systolic is None or diastolic is None:
+        return None
+    systolic, diastolic = systolic.valueQuantity, diastolic.valueQuantity
+    if systolic is None or diastolic is None:
+        return None
+    systolic, diastolic = systolic.value, diastolic.value
+    if not 0 < diastolic < systolic <= MAX_SYSTOLIC_MM_HG or diastolic > MAX_DIASTOLIC_MM_HG:
+        return None
+    reference = resource.subject.reference
+    if not reference.startswith("Patient/"):
+        return None
+    patient_id = reference[8:]
+    if not patient_id or "/" in patient_id:
+        return None
+    effective = _parse_fhir_datetime(resource.effectiveDateTime)
+    if effective is None:
+        return None
+    return Reading(resource.id, patient_id, effective, systolic, diastolic, resource.status)
 
 
 # --------------------------------------------------------------------------- documents

@@ -1,9 +1,10 @@
 """The anomaly sink: bulk-indexes one document per anomalous Observation.
 
 ``_id`` is the Observation id, so the same input always maps to the same document and a
-replay overwrites instead of duplicating. The bulk body is encoded once with orjson and
-the response is trimmed with ``filter_path`` to the per-item status and error: a
-Python consumer spends its time on (de)serialisation, not on the network.
+replay overwrites instead of duplicating. Documents are buffered as they are (typed
+structs or dicts) and the whole bulk body is encoded at flush time by one ``msgspec``
+call, in C; the response is trimmed with ``filter_path`` to the per-item status and
+error: a Python consumer spends its time on (de)serialisation, not on the network.
 
 Per-item outcomes: 2xx is done; 429 and 5xx are transient (retried by the caller, with
 the batch); any other 4xx means Elasticsearch refuses the document itself (a mapping
@@ -16,7 +17,7 @@ import hashlib
 import logging
 from dataclasses import dataclass
 
-import orjson
+import msgspec
 
 from bp_core.errors import SinkUnavailable
 
@@ -24,13 +25,23 @@ log = logging.getLogger(__name__)
 
 
 MAX_ID_BYTES = 256  # Elasticsearch refuses ids over 512 bytes; FHIR ids are at most 64 chars
+_ENCODER = msgspec.json.Encoder()
 
 
 def document_id(observation_id: str) -> str:
     """The ``_id`` of an Observation's document: its id, or a digest when that is too long."""
-    if len(observation_id.encode()) <= MAX_ID_BYTES:
+    # A character is at most 4 UTF-8 bytes: short ids need no encoding to be measured.
+    if len(observation_id) <= MAX_ID_BYTES // 4 or len(observation_id.encode()) <= MAX_ID_BYTES:
         return observation_id
     return "sha256-" + hashlib.sha256(observation_id.encode()).hexdigest()
+
+
+def bulk_body(doc_ids: list[str], documents: list) -> bytes:
+    """The NDJSON body of a bulk request indexing each document under its ``_id``."""
+    operations: list = []
+    for doc_id, document in zip(doc_ids, documents):
+        operations += ({"index": {"_id": doc_id}}, document)
+    return _ENCODER.encode_lines(operations)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,23 +60,28 @@ class ElasticsearchSink:
         self.index = index
         self._ids: list[str] = []
         self._keys: list[object] = []
-        self._lines: list[bytes] = []
+        self._documents: list[object] = []
         self._rejected: list[RejectedDocument] = []
 
-    def add(self, doc_id: str, document: dict, key: object = None) -> None:
-        """Buffer one document; ``key`` identifies its source message if ES refuses it."""
-        doc_id = document_id(doc_id)
-        self._ids.append(doc_id)
+    def add(self, doc_id: str, document, key: object = None) -> None:
+        """Buffer one document (a dict or a ``msgspec.Struct``); ``key`` identifies its
+        source message if ES refuses it."""
+        self._ids.append(document_id(doc_id))
         self._keys.append(key)
-        self._lines.append(orjson.dumps({"index": {"_id": doc_id}}))
-        self._lines.append(orjson.dumps(document))
+        self._documents.append(document)
+
+    def extend(self, doc_ids: list[str], documents: list, keys: list) -> None:
+        """Buffer many documents at once (``add`` for each, in one call)."""
+        self._ids += [document_id(doc_id) for doc_id in doc_ids]
+        self._keys += keys
+        self._documents += documents
 
     def pending(self) -> int:
         return len(self._ids)
 
     def clear(self) -> None:
         """Drop the buffer (the partitions it came from were revoked)."""
-        self._ids, self._keys, self._lines, self._rejected = [], [], [], []
+        self._ids, self._keys, self._documents, self._rejected = [], [], [], []
 
     def flush(self) -> list[RejectedDocument]:
         """Index every buffered document; returns those refused for good.
@@ -79,11 +95,10 @@ class ElasticsearchSink:
         """
         if not self._ids:
             return self._take_rejected()
-        body = b"\n".join(self._lines) + b"\n"
         try:
             response = self.es.bulk(
                 index=self.index,
-                operations=body,
+                operations=bulk_body(self._ids, self._documents),
                 filter_path="errors,items.*.status,items.*.error.type,items.*.error.reason",
             )
         except Exception as exc:  # the client raises many transport/API types; all mean "not written"
@@ -93,40 +108,39 @@ class ElasticsearchSink:
                 return self._flush_one_by_one()
             raise SinkUnavailable(f"Elasticsearch bulk request failed: {type(exc).__name__}: {exc}") from exc
         if not response.get("errors"):
-            self._ids, self._keys, self._lines = [], [], []
+            self._ids, self._keys, self._documents = [], [], []
             return self._take_rejected()
         rejected = self._rejected
-        retry_ids, retry_keys, retry_lines = [], [], []
+        retry = []
         for i, item in enumerate(response["items"]):
             outcome = next(iter(item.values()))
             status = outcome.get("status", 500)
             if status < 300:
                 continue
             if status == 429 or status >= 500:
-                retry_ids.append(self._ids[i])
-                retry_keys.append(self._keys[i])
-                retry_lines += self._lines[2 * i: 2 * i + 2]
+                retry.append(i)
             else:
                 error = outcome.get("error") or {}
                 rejected.append(RejectedDocument(self._keys[i], f"elasticsearch refused document {self._ids[i]}: {error.get('type')}: {error.get('reason')}"))
-        self._ids, self._keys, self._lines = retry_ids, retry_keys, retry_lines
-        if retry_ids:
-            raise SinkUnavailable(f"Elasticsearch could not index {len(retry_ids)} documents for now (429/5xx)")
+        self._ids = [self._ids[i] for i in retry]
+        self._keys = [self._keys[i] for i in retry]
+        self._documents = [self._documents[i] for i in retry]
+        if retry:
+            raise SinkUnavailable(f"Elasticsearch could not index {len(retry)} documents for now (429/5xx)")
         return self._take_rejected()
 
     def _flush_one_by_one(self) -> list[RejectedDocument]:
-        ids, keys, lines = self._ids, self._keys, self._lines
-        self._ids, self._keys, self._lines = [], [], []
+        ids, keys, documents = self._ids, self._keys, self._documents
+        self._ids, self._keys, self._documents = [], [], []
         for i, doc_id in enumerate(ids):
             try:
-                self.es.index(index=self.index, id=doc_id, document=orjson.loads(lines[2 * i + 1]))
+                self.es.index(index=self.index, id=doc_id, document=msgspec.to_builtins(documents[i]))
             except Exception as exc:
                 status = getattr(exc, "status_code", None)
                 if isinstance(status, int) and 400 <= status < 500 and status != 429:
                     self._rejected.append(RejectedDocument(keys[i], f"elasticsearch refused document {doc_id}: {exc}"))
                     continue
-                self._ids, self._keys = ids[i:], keys[i:]
-                self._lines = lines[2 * i:]
+                self._ids, self._keys, self._documents = ids[i:], keys[i:], documents[i:]
                 raise SinkUnavailable(f"Elasticsearch indexing failed: {type(exc).__name__}: {exc}") from exc
         return self._take_rejected()
 

@@ -2,17 +2,20 @@
 
 Seeds: the real published examples in ``tests/fixtures/fhir`` and outputs of
 ``bp_core.fhir.build``. ``tests.fuzz.mutations.Mutator`` mutates them deterministically
-(seeded), and every payload goes (i) to ``parse_payload`` and (ii) through the pure
-part of ``ConsumerService`` batch handling: ``route_batch`` (rules alone and with a
-model), ``anomaly_document`` / ``archive_record``, the Elasticsearch ``_id`` and orjson
-serialisation of every document and DLQ reason. Nothing may raise; every document
-must serialise. The number of payloads is reported in the pytest output.
+(seeded), and every payload goes (i) to ``parse_payload``, whose fast path
+(``parse_common_form``) must agree with the full validator whenever it answers, and
+(ii) through the pure part of ``ConsumerService`` batch handling: ``route_records``
+(rules alone and with a model), then the sinks' own encoders (the Elasticsearch bulk
+body with its ``_id``s, the archive's JSON lines) and every DLQ reason. Nothing may
+raise; every document must serialise. The number of payloads is reported in the
+pytest output.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -20,13 +23,14 @@ import numpy as np
 import orjson
 import pytest
 
-from bp_core.consumer.routing import anomaly_document, archive_record, route_batch
+from bp_core.consumer.batch import route_records
 from bp_core.fhir.build import build_observation, observation_bytes
-from bp_core.fhir.parse import parse_payload
+from bp_core.fhir.parse import parse_common_form, parse_payload, parse_payload_generic
 from bp_core.model.serving import ServedModel
 from bp_core.reading import Reading, Rejection
 from bp_core.rules import Thresholds
-from bp_core.sinks.elasticsearch import document_id
+from bp_core.sinks.archive import encode_lines
+from bp_core.sinks.elasticsearch import bulk_body, document_id
 from tests.fuzz.mutations import Mutator
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "fhir"
@@ -97,11 +101,18 @@ def report(record_property, name: str, count: int, elapsed: float) -> None:
 def test_mutated_payloads_never_crash_the_parser(record_property, capsys):
     mutator = Mutator(seed_documents(), seed=20260301)
     started = time.perf_counter()
-    readings = rejections = 0
+    readings = rejections = fast = 0
     crashes: dict[str, bytes] = {}
+    disagreements: list[tuple[bytes, object, object]] = []
     for payload in mutator.payloads(PARSE_PAYLOADS):
         try:
             results = parse_payload(payload)
+            common = parse_common_form(payload)
+            if common is not None:
+                fast += 1
+                full = parse_payload_generic(payload)
+                if full != [common] and len(disagreements) < 5:
+                    disagreements.append((payload[:300], common, full))
         except Exception as exc:  # a finding: keep going, report each kind once (shortest input)
             record_crash(crashes, exc, payload)
             continue
@@ -115,10 +126,12 @@ def test_mutated_payloads_never_crash_the_parser(record_property, capsys):
     report(record_property, "parse_payloads", PARSE_PAYLOADS, elapsed)
     with capsys.disabled():
         print(f"\n[fuzz] parser: {PARSE_PAYLOADS} mutated payloads in {elapsed:.1f}s "
-              f"({readings} readings, {rejections} rejections, {len(crashes)} crash kinds); "
-              f"running total {sum(_COUNTS.values())}")
+              f"({readings} readings, {fast} of them by the fast path, {rejections} rejections, "
+              f"{len(crashes)} crash kinds); running total {sum(_COUNTS.values())}")
     assert not crashes, format_crashes(crashes)
+    assert not disagreements, disagreements
     assert readings > 1000 and rejections > 1000  # the mutations are neither all fatal nor all harmless
+    assert 1000 < fast < readings  # both paths are exercised
 
 
 def _fuzz_model() -> ServedModel:
@@ -128,42 +141,37 @@ def _fuzz_model() -> ServedModel:
     return ServedModel(name="fuzz-model", version="7", predict_proba=predict_proba)
 
 
+@dataclass(frozen=True)
+class _Record:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
 def process_batch(payloads: list[bytes], thresholds: Thresholds, model) -> dict:
     """The pure part of ``ConsumerService`` batch handling, without Kafka or sinks."""
-    readings, sources, dlq = [], [], []
-    for offset, payload in enumerate(payloads):
-        results = parse_payload(payload)
-        reasons = []
-        for entry, result in enumerate(results):
-            if isinstance(result, Reading):
-                readings.append(result)
-                sources.append((offset, entry))
-            else:
-                reasons.append(f"{result.observation_id}: {result.reason}" if result.observation_id else result.reason)
-        if reasons:
-            dlq.append("; ".join(reasons).encode("utf-8", "replace")[:4096])
-    routed = route_batch(readings, thresholds, model, 0.5)
-    assert len(routed) == len(readings)
-    now_iso = datetime.now(timezone.utc).isoformat()
-    model_name, model_version = (model.name, model.version) if model else (None, None)
-    counts = {"anomalies": 0, "normals": 0, "dlq": len(dlq)}
-    for item, (offset, entry) in zip(routed, sources):
-        if item.is_anomaly:
-            doc = anomaly_document(item, model_name=model_name, model_version=model_version, ingested_at=now_iso,
-                                   topic="fuzz", partition=0, offset=offset)
-            _id = document_id(item.reading.observation_id)
-            assert 0 < len(_id.encode()) <= 512
-            encoded = orjson.dumps({"index": {"_id": _id}}) + b"\n" + orjson.dumps(doc)
-            assert orjson.loads(encoded.split(b"\n", 1)[1])["observation_id"] == item.reading.observation_id
-            assert item.detected_by
-            counts["anomalies"] += 1
-        else:
-            record = archive_record(item, model_name=model_name, model_version=model_version, archived_at=now_iso)
-            record["kafka"] = {"partition": 0, "offset": offset, "entry": entry}
-            line = orjson.dumps(record) + b"\n"
-            assert line.count(b"\n") == 1  # one JSON Lines record, whatever the strings hold
-            counts["normals"] += 1
-    return counts
+    records = [_Record("fuzz", offset % 3, offset, None, payload) for offset, payload in enumerate(payloads)]
+    outcome = route_records(records, thresholds, model, 0.5, datetime.now(timezone.utc))
+    assert outcome.messages == len(payloads)
+    assert outcome.anomalies + outcome.normal_count == outcome.readings
+    for _record, reason in outcome.rejects:
+        assert reason.strip()
+        reason.encode("utf-8", "replace")  # what the DLQ header does
+    ids = [document_id(observation_id) for observation_id in outcome.anomaly_ids]
+    assert all(0 < len(_id.encode()) <= 512 for _id in ids)
+    assert all(document.detected_by for document in outcome.anomaly_documents)
+    body = bulk_body(ids, outcome.anomaly_documents).splitlines()
+    assert len(body) == 2 * outcome.anomalies
+    for observation_id, line in zip(outcome.anomaly_ids, body[1::2]):
+        assert orjson.loads(line)["observation_id"] == observation_id
+    for partition, lines in outcome.normals.items():
+        encoded = encode_lines([record for _, record in lines])
+        assert encoded.count(b"\n") == len(lines)  # one JSON Lines record each, whatever the strings hold
+        for (offset, entry), line in zip([position for position, _ in lines], encoded.splitlines()):
+            assert orjson.loads(line)["kafka"] == {"partition": partition, "offset": offset, "entry": entry}
+    return {"anomalies": outcome.anomalies, "normals": outcome.normal_count, "dlq": len(outcome.rejects)}
 
 
 @pytest.mark.parametrize("with_model", [False, True], ids=["rules-only", "with-model"])

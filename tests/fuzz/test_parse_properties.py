@@ -9,12 +9,19 @@ from __future__ import annotations
 import orjson
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from bp_core.fhir.parse import parse_payload
+from bp_core.fhir.parse import parse_common_form, parse_payload, parse_payload_generic
 from bp_core.reading import Reading, Rejection
 from tests.fuzz.strategies import invalid_observations, valid_observations
 
 FAST = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 SMALL = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
+def check_fast_path_agrees(payload) -> None:
+    """The fast path answers only with the reading the full validator gives."""
+    common = parse_common_form(payload)
+    if common is not None:
+        assert parse_payload_generic(payload) == [common], payload
 
 
 def check_reading(result, expected) -> None:
@@ -35,6 +42,7 @@ def test_every_valid_observation_is_accepted_with_its_values(drawn):
     results = parse_payload(orjson.dumps(resource))
     assert len(results) == 1
     check_reading(results[0], expected)
+    check_fast_path_agrees(orjson.dumps(resource))
 
 
 @FAST
@@ -46,12 +54,14 @@ def test_encodings_of_one_observation(drawn, encoding):
                "indented": orjson.dumps(resource, option=orjson.OPT_INDENT_2)}[encoding]
     [result] = parse_payload(payload)
     check_reading(result, expected)
+    check_fast_path_agrees(payload)
 
 
 @FAST
 @given(invalid_observations())
 def test_every_broken_observation_is_rejected_with_its_reason(drawn):
     resource, fragment = drawn
+    assert parse_common_form(orjson.dumps(resource)) is None
     [result] = parse_payload(orjson.dumps(resource))
     assert isinstance(result, Rejection), (resource, result)
     assert fragment in result.reason, (fragment, result.reason)
@@ -111,6 +121,7 @@ json_values = st.recursive(
 def test_arbitrary_input_never_raises_and_every_rejection_has_a_reason(payload):
     results = parse_payload(payload)
     assert results
+    check_fast_path_agrees(payload)
     for result in results:
         assert isinstance(result, (Reading, Rejection))
         if isinstance(result, Rejection):

@@ -2,7 +2,7 @@
 
 Kibana cannot run here, so each panel is checked through its Elasticsearch equivalent
 (``bp_core.kibana.panel_queries``): the documents are built the way the consumer builds
-them (``route_batch`` + ``anomaly_document``, written by ``ElasticsearchSink`` into an
+them (FHIR payloads through ``route_records``, written by ``ElasticsearchSink`` into an
 index created from the strict template), and each panel's numbers must match what was
 indexed.
 """
@@ -11,13 +11,15 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import datetime, timedelta, timezone
+from typing import NamedTuple
 
+import msgspec
 import numpy as np
 import pytest
 
 from bp_core import kibana, rules
-from bp_core.consumer.routing import anomaly_document, route_batch
-from bp_core.reading import Reading
+from bp_core.consumer.batch import route_records
+from bp_core.fhir.build import observation_bytes
 from bp_core.rules import Thresholds
 from bp_core.sinks.elasticsearch import ElasticsearchSink
 from bp_core.sinks.es_template import ensure_index_template
@@ -63,10 +65,19 @@ class FixedProbabilities:
         return self.probabilities
 
 
-def reading(i: int, patient: str, days: int, hours: int, systolic: float, diastolic: float) -> Reading:
-    return Reading(observation_id=f"obs-{i:03d}", patient_id=patient,
-                   effective=NOW - timedelta(days=days, hours=hours),
-                   systolic_mm_hg=float(systolic), diastolic_mm_hg=float(diastolic))
+class Record(NamedTuple):
+    topic: str
+    partition: int
+    offset: int
+    key: bytes
+    value: bytes
+
+
+def record(i: int, patient: str, days: int, hours: int, systolic: int, diastolic: int) -> Record:
+    payload = observation_bytes(observation_id=f"obs-{i:03d}", patient_id=patient,
+                                effective=NOW - timedelta(days=days, hours=hours),
+                                systolic_mm_hg=systolic, diastolic_mm_hg=diastolic)
+    return Record("blood-pressure", 0, i, patient.encode(), payload)
 
 
 @pytest.fixture
@@ -74,21 +85,16 @@ def indexed(es, es_index) -> list[dict]:
     """Index the demo anomalies the consumer's way; returns the documents inside the 7 days."""
     ensure_index_template(es, es_index)
     thresholds = Thresholds()
-    rules_batch = [reading(i, *row) for i, row in enumerate(RULES_ONLY)]
-    model_batch = [reading(100 + i, *row[:5]) for i, row in enumerate(WITH_MODEL)]
-    routed = route_batch(rules_batch, thresholds) + route_batch(
-        model_batch, thresholds, model=FixedProbabilities([row[5] for row in WITH_MODEL]), model_threshold=0.5)
+    rules_only = route_records([record(i, *row) for i, row in enumerate(RULES_ONLY)], thresholds, None, 0.5, NOW)
+    model = FixedProbabilities([row[5] for row in WITH_MODEL])
+    model.name, model.version = "bp-anomaly-classifier", "3"
+    with_model = route_records([record(100 + i, *row[:5]) for i, row in enumerate(WITH_MODEL)], thresholds,
+                               model, 0.5, NOW)
     sink = ElasticsearchSink(es, es_index)
     documents = []
-    for offset, item in enumerate(routed):
-        if not item.is_anomaly:
-            continue
-        scored = item.model_probability is not None
-        doc = anomaly_document(item, model_name="bp-anomaly-classifier" if scored else None,
-                               model_version="3" if scored else None, ingested_at=NOW.isoformat(),
-                               topic="blood-pressure", partition=0, offset=offset)
-        sink.add(doc["observation_id"], doc)
-        documents.append(doc)
+    for outcome in (rules_only, with_model):
+        sink.extend(outcome.anomaly_ids, outcome.anomaly_documents, outcome.anomaly_records)
+        documents += [msgspec.json.decode(msgspec.json.encode(doc)) for doc in outcome.anomaly_documents]  # as ES sees them
     assert sink.flush() == []
     es.indices.refresh(index=es_index)
     assert es.count(index=es_index)["count"] == len(documents) == 18

@@ -8,8 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bp_core.errors import UsageError
-from bp_core.rules import (ANOMALY_TYPES, CATEGORIES, DEFAULT_THRESHOLDS, Thresholds, anomaly_types, category,
-                           category_codes, is_rule_anomaly, rule_anomaly_mask)
+from bp_core.rules import (ANOMALY_TYPE_SETS, ANOMALY_TYPES, CATEGORIES, DEFAULT_THRESHOLDS, Thresholds,
+                           anomaly_type_codes, anomaly_types, category, category_codes, is_rule_anomaly,
+                           rule_anomaly_mask)
 from bp_core.settings import Settings
 
 # Readings the parser lets through: 0 < diastolic < systolic <= 300, diastolic <= 200.
@@ -156,3 +157,18 @@ def test_vectorised_mask_matches_scalar(batch, limits):
     mask = rule_anomaly_mask(systolic, diastolic, limits)
     assert mask.dtype == bool
     assert mask.tolist() == [is_rule_anomaly(s, d, limits) for s, d in batch]
+
+
+@settings(max_examples=50)
+@given(st.lists(readings(), min_size=1, max_size=50), thresholds())
+def test_vectorised_anomaly_types_match_scalar(batch, limits):
+    systolic = np.array([s for s, _ in batch])
+    diastolic = np.array([d for _, d in batch])
+    codes = anomaly_type_codes(systolic, diastolic, limits)
+    assert [list(ANOMALY_TYPE_SETS[code]) for code in codes.tolist()] == [anomaly_types(s, d, limits) for s, d in batch]
+
+
+def test_anomaly_type_sets_cover_every_combination_once():
+    assert ANOMALY_TYPE_SETS[0] == ()
+    assert ANOMALY_TYPE_SETS[15] == tuple(ANOMALY_TYPES)
+    assert len(set(ANOMALY_TYPE_SETS)) == 16
