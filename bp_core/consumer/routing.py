@@ -135,12 +135,11 @@ class RoutedBatch:
 
     def layer_counts(self) -> dict[str, int]:
         """Anomalies by the layers that flagged them: ``rules``, ``model``, ``rules+model``."""
-        counts: dict[str, int] = {}
-        for rule_hit, model_hit in zip(self.rule_anomaly, self.model_anomaly):
-            if rule_hit or model_hit:
-                layers = "+".join(DETECTED_BY[rule_hit + 2 * model_hit])
-                counts[layers] = counts.get(layers, 0) + 1
-        return counts
+        if not self.readings:
+            return {}
+        codes = np.asarray(self.rule_anomaly, dtype=np.intp) + 2 * np.asarray(self.model_anomaly, dtype=np.intp)
+        detected = np.bincount(codes, minlength=len(DETECTED_BY))
+        return {"+".join(DETECTED_BY[code]): int(count) for code, count in enumerate(detected.tolist()) if code and count}
 
 
 def route_batch(readings: Sequence[Reading], thresholds: Thresholds, model=None,
