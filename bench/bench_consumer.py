@@ -283,6 +283,12 @@ def main() -> int:
         f"CPU seconds over the same span ({os.cpu_count()} cores, so at most {os.cpu_count() * median_seconds:.2f}): "
         + ", ".join(f"{name} {seconds:.2f}" for name, seconds in cpu.items()) + ".",
     ]
+    if len(cpu) > 1:
+        # The work of the run, spread perfectly over every core, still takes this long.
+        floor = sum(cpu.values()) / os.cpu_count()
+        lines += ["", f"Together they need {sum(cpu.values()):.2f} CPU-seconds: on {os.cpu_count()} cores, even "
+                      f"spread perfectly, that is at least {floor:.2f} s, i.e. at most "
+                      f"{args.messages / floor / raw_rate:.2f}× the raw read's median rate on this machine."]
     if profiler:
         text = profiler.output_text(unicode=False, color=False, show_all=False)
         lines += ["", "Profile of one more bp consume run (pyinstrument, top of the tree):", "", "```",

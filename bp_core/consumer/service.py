@@ -2,16 +2,19 @@
 
 Each batch (up to ``batch_size`` messages) goes through two stages:
 
-1. prepare (this thread): parse every message (``bp_core.fhir.parse``), score the valid
-   readings in one vectorised call (rules + the served model), and fill the batch's own
-   buffers: anomaly documents for Elasticsearch, normal lines for the archive, rejects
-   for the dead-letter topic;
+1. prepare (this thread): ``bp_core.consumer.batch.route_records`` parses every
+   message, scores the valid readings in one vectorised call (rules + the served
+   model) and sorts them into the batch's own buffers: anomaly documents for
+   Elasticsearch, normal records for the archive, rejects for the dead-letter topic;
 2. write (a writer thread): flush Elasticsearch, then the archive (fsync), then the DLQ
    (acked); then, back on this thread, commit the batch's offsets — only now, when
-   every outcome is durable.
+   every outcome is durable. The commit is asynchronous (the following polls complete
+   it; a failed one is covered by the next); the last one, at exit, is synchronous.
 
 One batch is written while the next is prepared (at most one in flight), so parsing
-and scoring overlap the sinks' I/O; commits stay in order, batch after batch.
+and scoring overlap the sinks' I/O; commits stay in order, batch after batch. While a
+batch is in flight, a poll waits at most ``_INFLIGHT_POLL_MS`` for records, so a
+batch's commit never waits for the next message.
 
 A sink that fails transiently (Elasticsearch down, archive folder unwritable, DLQ not
 acked) pauses every partition and retries the same batch with backoff; the loop keeps
