@@ -156,7 +156,7 @@ class _Concept(msgspec.Struct, gc=False):
 
 
 class _Quantity(msgspec.Struct, gc=False):
-    value: float  # a JSON number; integers become floats, as ``float(value)`` does below
+    value: float  # a JSON number; integers become floats, as the full validator's ``float(value)``
     system: Literal[UCUM]
     code: Literal[MM_HG]
 
@@ -192,8 +192,10 @@ def parse_common_form(payload: bytes | str) -> Reading | None:
     or invalid; ``parse_payload_generic`` decides and says why. A ``Reading`` returned
     here is exactly the one ``parse_payload_generic`` returns for the same payload.
     """
+    if not isinstance(payload, (bytes, bytearray, str)):
+        return None  # a memoryview, say: the full validator takes it
     try:
-        if type(payload) is bytes and not payload.isascii():
+        if type(payload) is not str and not payload.isascii():
             # msgspec does not check the UTF-8 of the values it skips; orjson rejects
             # the whole document for one bad byte, and so must this path.
             payload.decode("utf-8")

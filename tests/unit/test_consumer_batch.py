@@ -154,3 +154,12 @@ def test_fast_path_takes_the_common_form_and_leaves_the_rest():
     del no_id["id"]
     assert parse_common_form(orjson.dumps(no_id)) is None
     assert parse_payload(orjson.dumps(no_id))[0].observation_id.startswith("sha1-")
+
+
+def test_fast_path_checks_utf8_in_the_fields_it_skips():
+    payload = observation(1, 165, 100).replace(b'"Blood pressure panel', b'"Blood \xff pressure panel')
+    for form in (payload, bytearray(payload)):
+        assert parse_common_form(form) is None
+    assert parse_payload(payload)[0].reason.startswith("not UTF-8")
+    assert parse_common_form(memoryview(observation(1, 165, 100))) is None  # left to the full validator
+    assert parse_payload(memoryview(observation(1, 165, 100)))[0].observation_id == "obs-1"
