@@ -33,16 +33,20 @@ class BatchOutcome:
 
     messages: int = 0
     readings: int = 0
-    anomaly_ids: list[str] = field(default_factory=list)          # Observation ids, for ``_id``
-    anomaly_records: list = field(default_factory=list)           # their source records
     anomaly_documents: list[AnomalyDocument] = field(default_factory=list)
+    anomaly_records: list = field(default_factory=list)           # their source records
     normals: dict[int, list[tuple[tuple[int, int], ArchiveRecord]]] = field(default_factory=dict)
     rejects: list[tuple[object, str]] = field(default_factory=list)  # (record, reason)
     layers: dict[str, int] = field(default_factory=dict)           # anomalies by detecting layer(s)
 
     @property
+    def anomaly_ids(self) -> list[str]:
+        """The anomalies' Observation ids, in order (their Elasticsearch ``_id``s)."""
+        return [document.observation_id for document in self.anomaly_documents]
+
+    @property
     def anomalies(self) -> int:
-        return len(self.anomaly_ids)
+        return len(self.anomaly_documents)
 
     @property
     def normal_count(self) -> int:
@@ -103,13 +107,11 @@ def route_records(records: Iterable, thresholds: Thresholds, model, model_thresh
 def _sort_into_sinks(outcome: BatchOutcome, routed: RoutedBatch, sources: list[tuple], model,
                      now: datetime) -> None:
     model_name, model_version = (model.name, model.version) if model is not None else (None, None)
-    ids, records, documents, normals = (outcome.anomaly_ids, outcome.anomaly_records, outcome.anomaly_documents,
-                                        outcome.normals)
+    records, documents, normals = outcome.anomaly_records, outcome.anomaly_documents, outcome.normals
     for reading, (record, entry), category, rule_hit, model_hit, probability, types in zip(
             routed.readings, sources, routed.categories, routed.rule_anomaly, routed.model_anomaly,
             routed.model_probability, routed.anomaly_types):
         if rule_hit or model_hit:
-            ids.append(reading.observation_id)
             records.append(record)
             documents.append(AnomalyDocument(
                 reading.effective, reading.observation_id, reading.patient_id, reading.systolic_mm_hg,

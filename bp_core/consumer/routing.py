@@ -5,8 +5,7 @@ probability reaches ``model_threshold``; ``detected_by`` says which layer(s) did
 The AHA category is a separate field and never decides the routing by itself.
 
 ``route_batch`` works on whole columns (numpy for the rules, the categories and one
-model call) and returns a ``RoutedBatch`` of per-reading columns; the consumer reads
-them directly, other callers index it or iterate it as ``RoutedReading`` items.
+model call) and returns a ``RoutedBatch`` of per-reading columns.
 
 The two documents are typed structs, encoded by ``msgspec`` in C (datetimes as RFC 3339,
 ``Z`` for UTC): ``AnomalyDocument`` is the Elasticsearch document (its fields are the
@@ -19,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import msgspec
 import numpy as np
@@ -93,26 +92,6 @@ class ArchiveRecord(msgspec.Struct, gc=False):
 
 
 @dataclass(slots=True)
-class RoutedReading:
-    """One reading with everything the sinks need to know about it (a view of a batch)."""
-
-    reading: Reading
-    category: str
-    rule_anomaly: bool
-    anomaly_types: tuple[str, ...]
-    model_probability: float | None
-    model_anomaly: bool
-
-    @property
-    def is_anomaly(self) -> bool:
-        return self.rule_anomaly or self.model_anomaly
-
-    @property
-    def detected_by(self) -> tuple[str, ...]:
-        return DETECTED_BY[self.rule_anomaly + 2 * self.model_anomaly]
-
-
-@dataclass(slots=True)
 class RoutedBatch:
     """The scores and routes of a batch, one entry per reading in every column."""
 
@@ -125,13 +104,6 @@ class RoutedBatch:
 
     def __len__(self) -> int:
         return len(self.readings)
-
-    def __getitem__(self, i: int) -> RoutedReading:
-        return RoutedReading(self.readings[i], self.categories[i], self.rule_anomaly[i], self.anomaly_types[i],
-                             self.model_probability[i], self.model_anomaly[i])
-
-    def __iter__(self) -> Iterator[RoutedReading]:
-        return (self[i] for i in range(len(self.readings)))
 
     def layer_counts(self) -> dict[str, int]:
         """Anomalies by the layers that flagged them: ``rules``, ``model``, ``rules+model``."""

@@ -129,13 +129,14 @@ def test_bulk_body_pairs_each_document_with_its_id():
     assert [orjson.loads(line)["observation_id"] for line in lines[1::2]] == ["obs-1", "obs-2"]
 
 
-def test_routed_batch_items_are_views_of_its_columns():
+def test_routed_batch_columns():
     readings = [parse_payload(observation(i, s, d))[0] for i, (s, d) in enumerate([(118, 76), (165, 100)])]
     routed = route_batch(readings, Thresholds())
     assert len(routed) == 2
-    normal, high = list(routed)
-    assert (normal.is_anomaly, normal.detected_by, normal.category) == (False, (), "normal")
-    assert (high.is_anomaly, high.detected_by, high.anomaly_types) == (True, ("rules",), ("systolic_high", "diastolic_high"))
+    assert routed.rule_anomaly == [False, True] and routed.model_anomaly == [False, False]
+    assert routed.categories[0] == "normal"
+    assert routed.anomaly_types == [(), ("systolic_high", "diastolic_high")]
+    assert routed.layer_counts() == {"rules": 1}
     assert route_batch([], Thresholds(), fixed_model()).layer_counts() == {}
 
 
