@@ -15,6 +15,18 @@ from tests.integration.helpers import (
 from bp_core.sinks.archive import read_archive  # noqa: F401 (re-exported)
 from tests.integration.test_consumer import archive_ids, es_ids, make_stream  # noqa: F401 (re-exported)
 
+def make_two_streams(n: int, seeds: tuple[int, int], prefixes: tuple[str, str], malformed_every: int = 0):
+    """Two ``make_stream`` parts sent one after the other; returns (first, second, expected).
+
+    ``expected`` covers both: the second part's DLQ indexes count on from the first's.
+    """
+    first, expected = make_stream(n, seed=seeds[0], malformed_every=malformed_every, prefix=prefixes[0])
+    second, expected_second = make_stream(n, seed=seeds[1], malformed_every=malformed_every, prefix=prefixes[1])
+    for kind in expected:
+        expected[kind] |= {i + len(first) for i in expected_second[kind]} if kind == "dlq" else expected_second[kind]
+    return first, second, expected
+
+
 # The malformed payloads make_stream() draws from: a record with one of these values
 # must end in the DLQ, every other record in Elasticsearch or the archive.
 MALFORMED = {b"not json", b'{"resourceType": "Patient"}', b"[]"}

@@ -17,7 +17,7 @@ import pytest
 
 from tests.faults._support import (
     MALFORMED, PAUSE_LOG, archive_ids, assert_exact, committed, dlq_positions, es_ids, kill_quietly, log_text,
-    make_stream, produce_chunks, rules_only, start, terminate, wait_committed,
+    make_stream, make_two_streams, produce_chunks, rules_only, start, terminate, wait_committed,
 )
 from tests.faults.conftest import stack
 from tests.integration.helpers import read_all, send, wait_for
@@ -60,10 +60,7 @@ def test_kill_9_at_random_moments_during_a_50k_stream(settings, es, tmp_path):
 
 @pytest.mark.timeout(300)
 def test_elasticsearch_stopped_30s_mid_stream(settings, es, tmp_path):
-    before, expected = make_stream(4000, seed=201, malformed_every=101, prefix="before")
-    during, expected_during = make_stream(4000, seed=202, malformed_every=101, prefix="during")
-    for kind in expected:
-        expected[kind] |= {i + len(before) for i in expected_during[kind]} if kind == "dlq" else expected_during[kind]
+    before, during, expected = make_two_streams(4000, (201, 202), ("before", "during"), malformed_every=101)
     log_path = tmp_path / "consumer.log"
     send(settings.kafka_bootstrap, settings.topic, before)
     proc = start(settings, "--batch-size", "500", log_path=log_path, **rules_only(tmp_path))
@@ -239,10 +236,7 @@ def _no_dac_override() -> tuple[str, ...]:
 
 @pytest.mark.timeout(240)
 def test_archive_unwritable_pauses_then_resumes(settings, es, tmp_path):
-    first, expected = make_stream(3000, seed=501, malformed_every=101, prefix="a1")
-    second, expected_second = make_stream(3000, seed=502, malformed_every=101, prefix="a2")
-    for kind in expected:
-        expected[kind] |= {i + len(first) for i in expected_second[kind]} if kind == "dlq" else expected_second[kind]
+    first, second, expected = make_two_streams(3000, (501, 502), ("a1", "a2"), malformed_every=101)
     log_path = tmp_path / "consumer.log"
     topic_dir = settings.archive_dir / settings.topic
     send(settings.kafka_bootstrap, settings.topic, first)
@@ -276,10 +270,7 @@ def test_archive_unwritable_when_a_consumer_starts(settings, es, tmp_path):
     This is the state after a restart or a rebalance: the archive sink opens a
     partition's folder on its first reading, inside ``add()``.
     """
-    first, expected = make_stream(1000, seed=601, prefix="s1")
-    second, expected_second = make_stream(1000, seed=602, prefix="s2")
-    for kind in ("anomaly", "normal"):
-        expected[kind] |= expected_second[kind]
+    first, second, expected = make_two_streams(1000, (601, 602), ("s1", "s2"))
     log_path = tmp_path / "consumer.log"
     topic_dir = settings.archive_dir / settings.topic
     env = rules_only(tmp_path)
