@@ -19,7 +19,7 @@ from tests.faults._support import (
     MALFORMED, PAUSE_LOG, archive_ids, assert_exact, committed, dlq_positions, es_ids, kill_quietly, log_text,
     make_stream, make_two_streams, produce_chunks, rules_only, start, terminate, wait_committed,
 )
-from tests.faults.conftest import stack
+from tests.faults.conftest import stack_sh
 from tests.integration.helpers import read_all, send, wait_for
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
@@ -68,7 +68,7 @@ def test_elasticsearch_stopped_30s_mid_stream(settings, es, tmp_path):
     try:
         wait_committed(settings, len(before), timeout=60, proc=proc, log_path=log_path)
         es_down = True
-        stack("stop", "elasticsearch")
+        stack_sh("stop", "elasticsearch")
         stopped_at = time.monotonic()
         send(settings.kafka_bootstrap, settings.topic, during)
         wait_for(lambda: PAUSE_LOG in log_text(log_path), timeout=30, what="the pause log")
@@ -77,14 +77,14 @@ def test_elasticsearch_stopped_30s_mid_stream(settings, es, tmp_path):
         assert proc.poll() is None, "the consumer must wait for Elasticsearch, not exit"
         assert committed(settings) == paused_at, "nothing is committed while Elasticsearch is down"
         assert paused_at < len(before) + len(during)
-        stack("start", "elasticsearch")
+        stack_sh("start", "elasticsearch")
         es_down = False
         wait_committed(settings, len(before) + len(during), timeout=120, proc=proc, log_path=log_path)
         terminate(proc, log_path)
     finally:
         kill_quietly(proc)
         if es_down:
-            stack("start", "elasticsearch", check=False)
+            stack_sh("start", "elasticsearch", check=False)
     log = log_text(log_path)
     assert "consumption resumed" in log
     assert_exact(settings, es, expected, len(before) + len(during))
@@ -156,10 +156,10 @@ def test_kafka_broker_restarted_mid_stream(settings, es, tmp_path):
         sender.start()
         time.sleep(0.5)
         kafka_down = True
-        stack("stop", "kafka")
+        stack_sh("stop", "kafka")
         time.sleep(5)
         assert proc.poll() is None, "the consumer must survive the broker going away:\n" + log_text(log_path)[-3000:]
-        stack("start", "kafka")
+        stack_sh("start", "kafka")
         kafka_down = False
         sender.join(timeout=240)
         assert not sender.is_alive() and "error" not in stats, stats
@@ -171,7 +171,7 @@ def test_kafka_broker_restarted_mid_stream(settings, es, tmp_path):
     finally:
         kill_quietly(proc)
         if kafka_down:
-            stack("start", "kafka", check=False)
+            stack_sh("start", "kafka", check=False)
     print(f"producer side: {stats}; topic records: {len(records)} for {len(messages)} messages")
     assert sum(r.value in MALFORMED for r in records) >= len(expected["dlq"]), "every malformed message is in the topic"
     stored = Counter(orjson.loads(r.value)["id"] for r in records if r.value not in MALFORMED)

@@ -1,21 +1,19 @@
 """Fixtures for the real local stack (``make stack-up``): Kafka on 9092, ES on 9200.
 
-Every test gets its own topic, consumer group, index and archive folder (uuid-suffixed),
-so tests never share state and can run in any order.
+Every test gets its own topic, consumer group, index and archive folder (uuid-suffixed,
+from ``tests.stack_fixtures``), so tests never share state and can run in any order.
 """
 
 from __future__ import annotations
 
 import socket
-import uuid
 
 import pytest
 
 from bp_core.settings import Settings
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+from tests.stack_fixtures import (  # noqa: F401 (fixtures and helpers for this suite)
+    create_topic, es, es_index, group, kafka_admin, settings, topic, unique,
+)
 
 
 def _port_open(hostport: str) -> bool:
@@ -40,65 +38,5 @@ def stack() -> Settings:
 
 
 @pytest.fixture(scope="session")
-def kafka_admin(stack):
-    from kafka import KafkaAdminClient
-
-    admin = KafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap, client_id="bp-tests")
-    yield admin
-    admin.close()
-
-
-@pytest.fixture(scope="session")
-def es(stack):
-    from elasticsearch import Elasticsearch
-
-    client = Elasticsearch(stack.es_url, request_timeout=30)
-    yield client
-    client.close()
-
-
-def create_topic(admin, name: str, partitions: int = 3) -> str:
-    from kafka.admin import NewTopic
-
-    admin.create_topics([NewTopic(name=name, num_partitions=partitions, replication_factor=1)])
-    return name
-
-
-@pytest.fixture
-def topic(kafka_admin) -> str:
-    """A fresh 3-partition topic and its DLQ (``<topic>.dlq``); deleted afterwards."""
-    name = unique("bp-test")
-    create_topic(kafka_admin, name)
-    create_topic(kafka_admin, f"{name}.dlq", partitions=1)
-    yield name
-    try:
-        kafka_admin.delete_topics([name, f"{name}.dlq"])
-    except Exception:  # best effort: a leftover test topic is harmless
-        pass
-
-
-@pytest.fixture
-def group() -> str:
-    return unique("bp-test-group")
-
-
-@pytest.fixture
-def es_index(es) -> str:
-    """A unique index (or alias) name; every index matching it is deleted afterwards."""
-    name = unique("bp-test-anomalies")
-    yield name
-    es.options(ignore_status=404).indices.delete(index=f"{name}*", expand_wildcards="all")
-    es.options(ignore_status=404).indices.delete_index_template(name=name)
-
-
-@pytest.fixture
-def settings(stack, topic, group, es_index, tmp_path) -> Settings:
-    """Settings pointing at this test's own topic, group, index and folders."""
-    return stack.with_(
-        topic=topic,
-        consumer_group=group,
-        es_index=es_index,
-        archive_dir=tmp_path / "archive",
-        data_dir=tmp_path / "data",
-        mlflow_tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
-    )
+def resource_prefix() -> str:
+    return "bp-test"
