@@ -36,7 +36,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.test_airflow_dags import AIRFLOW, BIN, REPO, RUN_TIMEOUT, dags_test
+from tests.integration.test_airflow_dags import AIRFLOW, BIN, REPO, RUN_TIMEOUT, airflow_test_env, dags_test
 
 MODEL = "bp-anomaly-classifier"
 DAG_IDS = ("bp_generate_data", "bp_train_model", "bp_promote_model", "bp_stream_simulation")
@@ -289,23 +289,13 @@ def ui_stack(chromium) -> UiStack:
     """DAG runs and a champion in temporary stores, served by real Airflow and MLflow servers."""
     started = time.monotonic()
     root = Path(tempfile.mkdtemp(prefix="bp-browser-"))
-    home = root / "airflow-home"
-    home.mkdir()
     mlflow_db = root / "mlflow.db"
     airflow_port, mlflow_port = free_port(), free_port()
     mlflow_url = f"http://127.0.0.1:{mlflow_port}"
     kibana_url = "http://127.0.0.1:5601"  # only a link target: Kibana need not run
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "BP_", "MLFLOW_"))}
+    env = airflow_test_env(root)  # the recipe of tests/integration/test_airflow_dags.py ...
+    home = Path(env["AIRFLOW_HOME"])
     env.update({
-        # The recipe of tests/integration/test_airflow_dags.py::airflow_env ...
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__UNIT_TEST_MODE": "True",
-        "BP_DATA_DIR": str(root / "data"),
-        "MLFLOW_TRACKING_URI": f"sqlite:///{mlflow_db}",
-        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         # ... plus the UI: no login form (simple auth manager, everyone is admin), a fixed
         # JWT secret, and the plugin's nav links pointing at this test's servers.
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",

@@ -39,10 +39,10 @@ RUN_TIMEOUT = 240
 DURATIONS: dict[str, float] = {}
 
 
-@pytest.fixture(scope="module")
-def airflow_env(tmp_path_factory) -> dict:
-    """Environment of every Airflow subprocess; the metadata DB is migrated once."""
-    root = tmp_path_factory.mktemp("airflow-dags")
+def airflow_test_env(root: Path) -> dict:
+    """An environment for Airflow subprocesses on this repo's DAGs and plugins, with every
+    piece of state (Airflow home, data, the MLflow store ``root/mlflow.db``) under ``root``
+    and no inherited ``AIRFLOW*``/``BP_*``/``MLFLOW_*`` setting."""
     home = root / "airflow-home"
     home.mkdir()
     env = {k: v for k, v in os.environ.items()
@@ -57,6 +57,13 @@ def airflow_env(tmp_path_factory) -> dict:
         "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
     })
+    return env
+
+
+@pytest.fixture(scope="module")
+def airflow_env(tmp_path_factory) -> dict:
+    """Environment of every Airflow subprocess; the metadata DB is migrated once."""
+    env = airflow_test_env(tmp_path_factory.mktemp("airflow-dags"))
     started = time.monotonic()
     proc = subprocess.run([AIRFLOW, "db", "migrate"], env=env, cwd=REPO, capture_output=True, text=True,
                           timeout=RUN_TIMEOUT)
