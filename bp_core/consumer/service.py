@@ -157,6 +157,7 @@ class ConsumerService:
 
     _REVOCATION_WAIT_S = 60.0  # how long a revocation waits for the batch being written
     _INFLIGHT_POLL_MS = 20     # poll timeout while a batch is being written
+    _RECOMMIT_DELAY_S = 0.5    # after a failed commit, before the durable offsets are sent again
 
     def __init__(self, settings: Settings, options: ConsumerOptions = ConsumerOptions(), *,
                  model_provider=None) -> None:
@@ -173,7 +174,10 @@ class ConsumerService:
         self._drop_generation = 0          # bumped each time batches are dropped
         self._exit_code = 0
         self._seen_partitions: set = set()
-        self._next_offsets: dict = {}
+        self._next_offsets: dict = {}      # owned partition -> next offset, every batch before it durable
+        self._committed: dict = {}         # owned partition -> offset the coordinator acknowledged
+        self._commits_in_flight = 0
+        self._recommit_at: float | None = None  # after a failed commit: when to send the durable offsets again
         self._assigned_at: float | None = None
         self._consumer = None
         self._producer = None
@@ -303,6 +307,7 @@ class ConsumerService:
                     self._submit(prepared)
             if dropped:
                 self._drop(*dropped)
+            self._maybe_recommit(now)
             if prepared is None and not dropped and self._idle_exit_due(now, last_record):
                 log.info("idle for %.0fs: exiting", self.options.exit_when_idle)
                 break
@@ -478,12 +483,14 @@ class ConsumerService:
     def _commit(self, offsets: dict, *, wait: bool = False) -> None:
         """Commit the offsets of durable batches, for the partitions this member still owns.
 
-        Between batches the commit is asynchronous: the following polls complete it, and
-        a failed one is covered by the next commit (or, after a rebalance, the next owner
-        replays from the previous one and the sinks skip what exists). ``wait`` makes it
-        synchronous: at exit. (Not in a rebalance callback, which runs inside
-        kafka-python's event loop: the asynchronous commits sent before it reach the
-        coordinator before the member rejoins, in order.)
+        Between batches the commit is asynchronous: the following polls complete it. A
+        failed one (typically sent while the group rebalances) is sent again by
+        ``_maybe_recommit`` until the coordinator holds every durable offset of the
+        partitions this member keeps: the last batch before a pause in the stream has
+        no later commit to cover it. ``wait`` makes it synchronous: at exit. (Not in a
+        rebalance callback, which runs inside kafka-python's event loop: the
+        asynchronous commits sent before it reach the coordinator before the member
+        rejoins, in order.)
         """
         from kafka import OffsetAndMetadata
         from kafka.errors import KafkaError
@@ -494,7 +501,8 @@ class ConsumerService:
             return
         self._next_offsets.update({tp: om.offset for tp, om in to_commit.items()})
         if not wait:
-            self._consumer.commit_async(to_commit, callback=self._on_commit)
+            self._commits_in_flight += 1
+            self._consumer.commit_async(to_commit, callback=self._on_async_commit)
             return
         try:
             self._consumer.commit(to_commit)
@@ -503,14 +511,32 @@ class ConsumerService:
         else:
             self._on_commit(to_commit, None)
 
+    def _on_async_commit(self, offsets: dict, response) -> None:
+        self._commits_in_flight -= 1
+        self._on_commit(offsets, response)
+
     def _on_commit(self, offsets: dict, response) -> None:
         if isinstance(response, Exception):
-            # The data is durable; a new owner replays it and the sinks skip what exists.
-            log.warning("offset commit failed (%s); a later commit covers it, or the next owner "
-                        "replays the batch idempotently", response)
+            # The data is durable: the offsets are sent again shortly (``_maybe_recommit``);
+            # if the partitions go to another member meanwhile, it replays idempotently.
+            log.warning("offset commit failed (%s); sending the durable offsets again in %.1fs",
+                        type(response).__name__, self._RECOMMIT_DELAY_S)
+            self._recommit_at = time.monotonic() + self._RECOMMIT_DELAY_S
             return
+        for tp, om in offsets.items():
+            self._committed[tp] = max(om.offset, self._committed.get(tp, om.offset))
         self.stats.commits += 1
         self.stats.last_commit_at = time.monotonic()
+
+    def _maybe_recommit(self, now: float) -> None:
+        """After a failed commit, once none is in flight: commit what the coordinator lacks."""
+        if self._recommit_at is None or now < self._recommit_at or self._commits_in_flight:
+            return
+        self._recommit_at = None
+        behind = {tp: offset for tp, offset in self._next_offsets.items()
+                  if offset > self._committed.get(tp, -1)}
+        if behind:
+            self._commit(behind)
 
     def _drop(self, *batches: PreparedBatch) -> None:
         """Give batches up uncommitted: partitions still owned go back to the earliest of them."""
@@ -542,12 +568,19 @@ class ConsumerService:
         self._archive.forget([tp.partition for tp in revoked])
         for tp in revoked:
             self._next_offsets.pop(tp, None)
+            self._committed.pop(tp, None)
 
     def _on_assigned(self, assigned) -> None:
         assigned = list(assigned)
         log.info("assigned partitions %s", sorted(tp.partition for tp in assigned))
         if self._assigned_at is None:
             self._assigned_at = time.monotonic()
+        # A batch completed during the rebalance (after the revocation, before this
+        # assignment) recorded offsets of partitions that may now belong to another
+        # member: forget them, so no later commit can move that member's offsets back.
+        for offsets in (self._next_offsets, self._committed):
+            for tp in [tp for tp in offsets if tp not in assigned]:
+                del offsets[tp]
         if self.options.from_beginning:
             fresh = [tp for tp in assigned if tp not in self._seen_partitions]
             if fresh:

@@ -72,7 +72,8 @@ def wait_committed(settings, total: int, timeout: float, proc: subprocess.Popen 
     try:
         wait_for(done, timeout=timeout, interval=0.5, what=f"{total} committed offsets")
     except AssertionError as exc:
-        raise AssertionError(f"{exc}; {offsets_report(settings)}") from None
+        tail = log_path.read_text(errors="replace")[-3000:] if log_path and log_path.exists() else ""
+        raise AssertionError(f"{exc}; {offsets_report(settings)}\n{tail}") from None
 
 
 def offsets_report(settings) -> str:
