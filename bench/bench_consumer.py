@@ -120,6 +120,22 @@ def cpu_seconds() -> dict[str, float]:
     return cpu
 
 
+def thread_cpu_seconds() -> dict[str, float]:
+    """CPU time so far of each thread of this process, by thread name."""
+    import threading
+
+    names = {thread.native_id: thread.name for thread in threading.enumerate()}
+    cpu: dict[str, float] = {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            fields = open(f"/proc/self/task/{tid}/stat").read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # the thread ended meanwhile
+        name = names.get(int(tid), "other")
+        cpu[name] = cpu.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return cpu
+
+
 def ours(settings, profile: bool, run: str = "r0"):
     """One full run of the consumer, with its own group, index and archive.
 
@@ -133,12 +149,12 @@ def ours(settings, profile: bool, run: str = "r0"):
 
         def _prepare(self, batch):
             if self.cpu_first is None:
-                self.cpu_first = cpu_seconds()
+                self.cpu_first = {**cpu_seconds(), **thread_cpu_seconds()}
             return super()._prepare(batch)
 
         def _account(self, prepared):
             super()._account(prepared)
-            self.cpu_last = cpu_seconds()
+            self.cpu_last = {**cpu_seconds(), **thread_cpu_seconds()}
 
     settings = settings.with_(consumer_group=f"{settings.consumer_group}-{run}",
                               es_index=f"{settings.es_index}-{run}", archive_dir=settings.archive_dir / run)
@@ -153,7 +169,7 @@ def ours(settings, profile: bool, run: str = "r0"):
     if profiler:
         profiler.stop()
     elapsed = service.stats.last_batch_at - service.stats.first_batch_at
-    cpu = {name: service.cpu_last[name] - service.cpu_first[name] for name in service.cpu_first}
+    cpu = {name: service.cpu_last[name] - service.cpu_first.get(name, 0.0) for name in service.cpu_last}
     return elapsed, service.stats, profiler, cpu
 
 
@@ -264,6 +280,9 @@ def main() -> int:
         f"{seed_rate / raw_rate:.3f} × raw |",
         "",
         f"bp consume is **{our_rate / raw_rate:.2f}×** the raw read and **{our_rate / seed_rate:.0f}×** the seed-style loop. "
+        f"Run by run, each bp consume run against the raw read just before it: "
+        f"{', '.join(f'{ours / raw:.2f}×' for raw, ours in zip(raw_rates, our_rates))} (this machine's speed drifts "
+        "from one minute to the next; a raw read lasts about a second, so it is the noisier of the two). "
         f"Of {stats.messages} messages, each run: {stats.anomalies} anomalies indexed, {stats.normals} normals archived, "
         f"{stats.rejected} rejected; {stats.batches} batches. Filling the topic with `bp produce` took {fill_seconds:.1f} s.",
     ]
@@ -279,14 +298,23 @@ def main() -> int:
         f"| Kafka poll | {stats.poll_s:.2f} | Elasticsearch bulk | {stats.index_s:.2f} |",
         f"| prepare (parse, score, route) | {stats.prepare_s:.2f} | archive (write + fsync) | {stats.archive_s:.2f} |",
         f"| waiting for the writer | {stats.wait_s:.2f} | dead-letter topic | {stats.dlq_s:.2f} |",
+    ]
+    processes = {name: cpu[name] for name in ("consumer process", "Elasticsearch", "Kafka broker") if name in cpu}
+    threads = {name: seconds for name, seconds in cpu.items() if name not in processes and seconds >= 0.005}
+    main_thread = threads.get("MainThread", 0.0)
+    lines += [
         "",
         f"CPU seconds over the same span ({os.cpu_count()} cores, so at most {os.cpu_count() * median_seconds:.2f}): "
-        + ", ".join(f"{name} {seconds:.2f}" for name, seconds in cpu.items()) + ".",
+        + ", ".join(f"{name} {seconds:.2f}" for name, seconds in processes.items()) + "; the consumer process "
+        "by thread: " + ", ".join(f"{name} {seconds:.2f}" for name, seconds in sorted(threads.items(), key=lambda kv: -kv[1]))
+        + f". The consumer thread (MainThread: Kafka record decoding, then parse, score, route) ran "
+        f"{main_thread / median_seconds:.0%} of the span: it is the pipeline's critical path, and the GIL keeps "
+        "it on one core.",
     ]
-    if len(cpu) > 1:
+    if len(processes) > 1:
         # The work of the run, spread perfectly over every core, still takes this long.
-        floor = sum(cpu.values()) / os.cpu_count()
-        lines += ["", f"Together they need {sum(cpu.values()):.2f} CPU-seconds: on {os.cpu_count()} cores, even "
+        floor = sum(processes.values()) / os.cpu_count()
+        lines += ["", f"Together they need {sum(processes.values()):.2f} CPU-seconds: on {os.cpu_count()} cores, even "
                       f"spread perfectly, that is at least {floor:.2f} s, i.e. at most "
                       f"{args.messages / floor / raw_rate:.2f}× the raw read's median rate on this machine."]
     if profiler:

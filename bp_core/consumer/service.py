@@ -73,8 +73,9 @@ class ConsumerStats:
     first_batch_at: float | None = None   # monotonic time the first batch arrived
     last_commit_at: float | None = None   # monotonic time of the last successful commit
     last_batch_at: float | None = None    # monotonic time the last batch was durable and its commit sent
-    # Where the time went, in seconds. This thread: polling Kafka, preparing batches
-    # (parse, score, route), waiting for the writer; the writer thread: each sink.
+    # Where the time went, in seconds, from the first batch on (like the rate). This
+    # thread: polling Kafka, preparing batches (parse, score, route), waiting for the
+    # writer; the writer thread: each sink.
     poll_s: float = 0.0
     prepare_s: float = 0.0
     wait_s: float = 0.0
@@ -288,10 +289,13 @@ class ConsumerService:
             polled_at = time.monotonic()
             batch = self._consumer.poll(timeout_ms=self._poll_timeout_ms())
             now = time.monotonic()
-            prepared = self._prepare(batch) if batch else None
-            if prepared is not None:
-                self.stats.poll_s += now - polled_at
+            if batch:
+                if self.stats.first_batch_at is not None:  # the first poll waits for the group, not for records
+                    self.stats.poll_s += now - polled_at
+                prepared = self._prepare(batch)
                 self.stats.prepare_s += time.monotonic() - now
+            else:
+                prepared = None
             dropped: list[PreparedBatch] = []
             if self._inflight is not None:
                 if not self._complete(self._inflight):
