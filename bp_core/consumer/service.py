@@ -253,7 +253,9 @@ class ConsumerService:
         if self._model_provider is None:
             from bp_core.model.serving import ModelProvider
 
-            self._model_provider = ModelProvider(self.settings, refresh_seconds=self.options.model_refresh)
+            # background: a slow or unreachable registry never holds up a batch
+            self._model_provider = ModelProvider(self.settings, refresh_seconds=self.options.model_refresh,
+                                                 background=True)
         self._model_provider.start()
         self._report_model()
 
@@ -274,7 +276,8 @@ class ConsumerService:
 
     def _close(self) -> None:
         self._writer.shutdown(wait=True)
-        for closer in (lambda: self._consumer and self._consumer.close(autocommit=False),
+        for closer in (lambda: self._model_provider and self._model_provider.close(),
+                       lambda: self._consumer and self._consumer.close(autocommit=False),
                        lambda: self._producer and self._producer.close(timeout=10),
                        lambda: self._es and self._es.close()):
             try:

@@ -10,10 +10,18 @@ The provider never raises: with no champion, or MLflow unreachable, the consumer
 on the rules alone (``current is None``) or keeps the model it has, and a warning is
 logged once per outage, not at every poll.
 
-An unreachable tracking server must not stall the consumer: for HTTP tracking URIs the
+With ``background=True`` (the consumer) the checks after the first load run on a
+daemon thread, ``bp-model-refresh``: a registry lookup or a model download never holds
+up a batch. The thread leaves the model it loaded in a one-slot mailbox and the consumer
+swaps it in between batches (``maybe_refresh``), so a batch is scored by one model and
+the swap is logged before the first batch the new version scores. Without it (tests,
+``bp classify``) ``maybe_refresh`` checks synchronously when the interval is due.
+
+The first load (``start``) is synchronous, and an unreachable tracking server must not
+stall it, nor hold the refresher for minutes: for HTTP tracking URIs the
 provider lowers MLflow's request retries and timeout (``MLFLOW_HTTP_REQUEST_MAX_RETRIES``
 =1, ``MLFLOW_HTTP_REQUEST_TIMEOUT``=10 s) unless they are set in the environment; the
-defaults (7 retries with exponential backoff, 120 s) would block a poll for minutes.
+defaults (7 retries with exponential backoff, 120 s) would block for minutes.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,11 +85,17 @@ class ModelProvider:
     """The model the consumer serves now, refreshed from the registry (or a file)."""
 
     def __init__(self, settings: Settings, *, refresh_seconds: float = 30.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, background: bool = False) -> None:
         self._settings = settings
         self._refresh_seconds = float(refresh_seconds)
         self._clock = clock
-        self._current: ServedModel | None = None
+        self._background = background
+        self._current: ServedModel | None = None   # what the consumer scores with
+        self._latest: ServedModel | None = None    # what the refresher loaded last (the same, once swapped)
+        self._mailbox: ServedModel | None = None   # loaded in the background, not swapped in yet
+        self._mailbox_lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
         self._next_check = -float("inf")
         self._client = None
         self._failing = False        # inside an outage: warned already
@@ -93,49 +108,89 @@ class ModelProvider:
         return self._current
 
     def start(self) -> None:
-        """First load. Never raises: without a model, ``current`` stays None."""
+        """First load, then (``background``) the refresher thread. Never raises:
+        without a model, ``current`` stays None."""
         if self._settings.model_path is None and self._settings.mlflow_tracking_uri.startswith(("http://", "https://")):
             for key, value in FAST_FAIL_ENV.items():
                 os.environ.setdefault(key, value)
         self._next_check = self._clock() + self._refresh_seconds
-        self._refresh()
+        loaded = self._refresh()
+        if loaded is not None:
+            self._swap_in(loaded)
+        if self._background and self._thread is None:
+            self._thread = threading.Thread(target=self._refresh_forever, name="bp-model-refresh", daemon=True)
+            self._thread.start()
 
     def maybe_refresh(self) -> bool:
-        """Check for a new model if the refresh interval has passed.
+        """Swap in a newer model if there is one. Call it between batches.
 
-        Cheap when not due (one clock read). Never raises.
+        In the background mode this only empties the mailbox (no I/O, no wait); otherwise
+        it checks the source when the refresh interval has passed (one clock read when
+        not due). Never raises.
 
         Returns:
             True if a different model was swapped in.
         """
-        now = self._clock()
-        if now < self._next_check:
+        if self._background:
+            with self._mailbox_lock:
+                loaded, self._mailbox = self._mailbox, None
+        else:
+            now = self._clock()
+            if now < self._next_check:
+                return False
+            self._next_check = now + self._refresh_seconds
+            loaded = self._refresh()
+        if loaded is None:
             return False
-        self._next_check = now + self._refresh_seconds
-        return self._refresh()
+        self._swap_in(loaded)
+        return True
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop the refresher thread (a check in progress finishes on its own: daemon)."""
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
 
     # ---------------------------------------------------------------- internals
 
-    def _refresh(self) -> bool:
+    def _refresh_forever(self) -> None:
+        while not self._stopping.wait(self._refresh_seconds):
+            loaded = self._refresh()
+            if loaded is not None:
+                with self._mailbox_lock:
+                    self._mailbox = loaded  # newest wins if the consumer has not taken the last one
+
+    def _swap_in(self, loaded: ServedModel) -> None:
+        previous, self._current = self._current, loaded
+        if loaded.name.startswith("file:"):
+            log.info("serving model file %s (sha256 %s)", self._settings.model_path, loaded.version)
+        else:
+            log.info("serving %s version %s (%s@%s)%s", loaded.name, loaded.version, loaded.name,
+                     self._settings.model_alias, f", was version {previous.version}" if previous else "")
+
+    def _refresh(self) -> ServedModel | None:
+        """Look for a model other than the last one loaded; load and return it, or None."""
         source = str(self._settings.model_path) if self._settings.model_path else self._settings.mlflow_tracking_uri
         try:
             if self._settings.model_path is not None:
-                swapped = self._refresh_from_file(Path(self._settings.model_path))
+                loaded = self._load_newer_file(Path(self._settings.model_path))
             else:
-                swapped = self._refresh_from_registry()
+                loaded = self._load_newer_version()
         except Exception as exc:  # the contract: never raise; keep serving what we have
             if not self._failing:
                 log.warning("cannot refresh the model from %s (%s: %s); %s", source, type(exc).__name__,
-                            _first_line(exc), "keeping version " + self._current.version if self._current
+                            _first_line(exc), "keeping version " + self._latest.version if self._latest
                             else "rules-only until it is reachable")
                 self._failing = True
-            return False
+            return None
         if self._failing:
             log.info("model source %s reachable again", source)
             self._failing = False
-        return swapped
+        if loaded is not None:
+            self._latest = loaded
+        return loaded
 
-    def _refresh_from_registry(self) -> bool:
+    def _load_newer_version(self) -> ServedModel | None:
         from bp_core.model.promotion import model_cache_dir
         from bp_core.model.registry import client_for, get_alias_version, load_version
 
@@ -148,33 +203,27 @@ class ModelProvider:
             # registry glitch would be worse than serving the last known champion.
             if not self._absent_warned:
                 log.warning("no %s@%s in the registry: %s", settings.model_name, settings.model_alias,
-                            "keeping version " + self._current.version if self._current else "rules-only")
+                            "keeping version " + self._latest.version if self._latest else "rules-only")
                 self._absent_warned = True
-            return False
+            return None
         self._absent_warned = False
-        if self._current is not None and self._current.version == version:
-            return False
+        if self._latest is not None and self._latest.version == version:
+            return None
         estimator = load_version(settings.mlflow_tracking_uri, settings.model_name, version, model_cache_dir(settings))
-        previous = self._current
-        self._current = served(settings.model_name, version, estimator)
-        log.info("serving %s version %s (%s@%s)%s", settings.model_name, version, settings.model_name,
-                 settings.model_alias, f", was version {previous.version}" if previous else "")
-        return True
+        return served(settings.model_name, version, estimator)
 
-    def _refresh_from_file(self, path: Path) -> bool:
+    def _load_newer_file(self, path: Path) -> ServedModel | None:
         import joblib
 
         mtime = path.stat().st_mtime_ns
         if mtime == self._file_mtime:
-            return False
+            return None
         estimator = joblib.load(path)
         version = file_digest(path)
         self._file_mtime = mtime
-        if self._current is not None and self._current.version == version:
-            return False  # touched, same content
-        self._current = served(f"file:{path.name}", version, estimator)
-        log.info("serving model file %s (sha256 %s)", path, version)
-        return True
+        if self._latest is not None and self._latest.version == version:
+            return None  # touched, same content
+        return served(f"file:{path.name}", version, estimator)
 
 
 def _first_line(exc: BaseException) -> str:

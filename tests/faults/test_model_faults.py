@@ -1,7 +1,8 @@
 """MLflow unreachable at start-up and during a model refresh (a real ``mlflow server``).
 
 The tracking server sits behind ``helpers.TcpProxy``: ``cut()`` closes every
-connection and refuses new ones, as a server going away does. The consumer's provider
+connection and refuses new ones, as a server going away does; ``hang()`` accepts and
+never answers, as a stuck server does (the refresh runs on its own thread). The consumer's provider
 fails fast (``MLFLOW_HTTP_REQUEST_MAX_RETRIES``=1, ``MLFLOW_HTTP_REQUEST_TIMEOUT``=10 s,
 set by ``bp_core.model.serving.ModelProvider.start`` for HTTP URIs) and never raises.
 """
@@ -103,8 +104,11 @@ def test_mlflow_unreachable_at_start_then_during_refresh(settings, es, tmp_path,
     proc = None
     try:
         # (a) MLflow unreachable at start-up: rules-only, then the champion once reachable.
+        # The client timeout is 10 minutes (the provider only sets a default): in (c) a
+        # check that waits on MLflow must not hold up the batches.
         proxy.cut()
-        proc = start(proxied, "--model-refresh", "2", "--batch-size", "200", log_path=log_path)
+        proc = start(proxied, "--model-refresh", "2", "--batch-size", "200", log_path=log_path,
+                     MLFLOW_HTTP_REQUEST_TIMEOUT="600")
         send(settings.kafka_bootstrap, settings.topic, _batch("a", 200, expected))
         wait_committed(settings, 200, timeout=90, proc=proc, log_path=log_path)
         assert "rules-only" in log_text(log_path)
@@ -127,10 +131,18 @@ def test_mlflow_unreachable_at_start_then_during_refresh(settings, es, tmp_path,
         assert _versions(es, settings, "c") == {champion}
         assert f"keeping version {champion}" in log_text(log_path)
         proxy.restore()
+
+        # (c) MLflow accepts connections and never answers: the refresh thread waits on
+        # it (10 min), the consumer goes on with the model it has.
+        proxy.hang()
+        wait_for(lambda: proxy.held() > 0, timeout=30, what="a refresh request stuck on MLflow")
+        send(settings.kafka_bootstrap, settings.topic, _batch("d", 200, expected))
+        wait_committed(settings, 800, timeout=60, proc=proc, log_path=log_path)
+        assert _versions(es, settings, "d") == {champion}
         terminate(proc, log_path)
     finally:
         kill_quietly(proc)
         proxy.close()
     print(f"champion served {swap_seconds:.1f}s after MLflow became reachable (refresh every 2 s)")
     assert swap_seconds < 30
-    assert_exact(settings, es, expected, 600)
+    assert_exact(settings, es, expected, 800)

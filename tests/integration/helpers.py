@@ -92,7 +92,9 @@ def start_consumer(settings, *args: str, log_path: Path, **env) -> subprocess.Po
 class TcpProxy:
     """A loopback TCP proxy that can cut the line: a server 'going away' for real.
 
-    ``cut()`` closes every connection and refuses new ones; ``restore()`` accepts again.
+    ``cut()`` closes every connection and refuses new ones; ``hang()`` closes them and
+    accepts new ones that never get an answer (a server that is up but stuck, or a
+    black-holed route); ``restore()`` forwards again.
     """
 
     def __init__(self, target_host: str, target_port: int) -> None:
@@ -104,6 +106,7 @@ class TcpProxy:
         self.port = self.server.getsockname()[1]
         self.open = threading.Event()
         self.open.set()
+        self.hanging = False
         self._conns: list[socket.socket] = []
         self._lock = threading.Lock()
         self._closed = False
@@ -115,6 +118,10 @@ class TcpProxy:
                 client, _ = self.server.accept()
             except OSError:
                 return
+            if self.hanging:
+                with self._lock:
+                    self._conns.append(client)  # held open, never read, never answered
+                continue
             if not self.open.is_set():
                 client.close()
                 continue
@@ -153,7 +160,17 @@ class TcpProxy:
                     pass
             self._conns = []
 
+    def hang(self) -> None:
+        self.cut()
+        self.hanging = True
+
+    def held(self) -> int:
+        """Connections accepted since ``hang()`` and left unanswered."""
+        with self._lock:
+            return len(self._conns) if self.hanging else 0
+
     def restore(self) -> None:
+        self.hanging = False
         self.open.set()
 
     def close(self) -> None:

@@ -1,0 +1,108 @@
+"""``ModelProvider`` in the consumer's background mode, served from a joblib file.
+
+The registry path (MLflow aliases, an unreachable tracking server) is covered against a
+real store in ``tests/integration/test_model_lifecycle.py`` and ``tests/faults``; here
+only the hand-over between the refresher thread and the consumer thread is checked:
+a newer model waits in the mailbox until the consumer asks for it between batches, and
+a check that hangs never holds the consumer up.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import joblib
+import numpy as np
+import pytest
+from sklearn.dummy import DummyClassifier
+
+from bp_core.features import feature_matrix
+from bp_core.model.serving import ModelProvider
+from bp_core.settings import Settings
+
+ONE_READING = feature_matrix(np.array([120.0]), np.array([80.0]))
+
+
+def dump_prior_model(path, labels: list[int]) -> None:
+    """A model whose P(anomaly) is the share of 1s in ``labels``, whatever the reading."""
+    joblib.dump(DummyClassifier(strategy="prior").fit(np.zeros((len(labels), 1)), labels), path)
+
+
+def wait_until(condition, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.01)
+
+
+@pytest.fixture
+def model_file(tmp_path):
+    path = tmp_path / "bp_logreg.pkl"
+    dump_prior_model(path, [0, 0, 0, 1])
+    return path
+
+
+@pytest.fixture
+def provider(model_file):
+    provider = ModelProvider(Settings.from_env().with_(model_path=model_file), refresh_seconds=0.02,
+                             background=True)
+    provider.start()
+    yield provider
+    provider.close()
+
+
+def test_a_newer_model_waits_for_the_consumer_to_take_it(provider, model_file):
+    first = provider.current
+    assert first.predict_proba(ONE_READING).tolist() == [0.25]  # loaded by start(), before any batch
+
+    dump_prior_model(model_file, [0, 1])
+    wait_until(lambda: provider._mailbox is not None)  # the refresher thread loaded it...
+    assert provider.current is first                   # ...but the batch in progress keeps its model
+
+    assert provider.maybe_refresh() is True
+    assert provider.current.version != first.version
+    assert provider.current.predict_proba(ONE_READING).tolist() == [0.5]
+    assert provider.maybe_refresh() is False  # taken once
+
+
+def test_the_same_content_rewritten_is_not_a_new_model(provider, model_file):
+    first = provider.current
+    dump_prior_model(model_file, [0, 0, 0, 1])  # new mtime, same bytes
+    mtime = model_file.stat().st_mtime_ns
+    wait_until(lambda: provider._file_mtime == mtime)
+    assert provider.maybe_refresh() is False and provider.current is first
+
+
+def test_a_hanging_check_never_holds_up_the_consumer(provider, model_file):
+    first = provider.current
+    entered, release = threading.Event(), threading.Event()
+    newer = ModelProvider(Settings.from_env().with_(model_path=model_file))
+    dump_prior_model(model_file, [0, 1])
+    newer.start()  # the model the hanging check will hand over once released
+
+    def hanging_check():  # a registry that takes its time (slow download, black-holed host)
+        entered.set()
+        release.wait(30)
+        return newer.current
+
+    provider._refresh = hanging_check
+    assert entered.wait(10)
+
+    answers = []
+    between_batches = threading.Thread(target=lambda: answers.append(provider.maybe_refresh()))
+    between_batches.start()
+    between_batches.join(10)
+    assert not between_batches.is_alive(), "maybe_refresh waited for the registry"
+    assert answers == [False] and provider.current is first
+
+    release.set()
+    wait_until(lambda: provider._mailbox is not None)
+    assert provider.maybe_refresh() is True and provider.current is newer.current
+
+
+def test_close_stops_the_refresher(provider):
+    thread = provider._thread
+    assert thread.is_alive() and thread.name == "bp-model-refresh"
+    provider.close()
+    assert not thread.is_alive()
