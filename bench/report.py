@@ -37,6 +37,11 @@ def main() -> int:
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
     memory = next((int(line.split()[1]) // 1024 // 1024 for line in open("/proc/meminfo") if line.startswith("MemTotal")), 0)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    # The figures come from the working tree: say so when its code differs from the commit.
+    changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!docs"],
+                             cwd=REPO, capture_output=True, text=True).stdout.strip()
+    if commit and changed:
+        commit += " with uncommitted changes"
     packages = ", ".join(f"{name} {version(name)}" for name in
                          ("kafka-python", "elasticsearch", "scikit-learn", "mlflow", "orjson", "numpy"))
     parts = [
