@@ -122,13 +122,18 @@ def cpu_seconds() -> dict[str, float]:
     for name, pid_file in (("Elasticsearch", stack / "elasticsearch" / "es.pid"), ("Kafka broker", stack / "kafka" / "kafka.pid")):
         try:
             pid = int(pid_file.read_text())
-            fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-            cpu[name] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            cpu[name] = _stat_cpu_seconds(open(f"/proc/{pid}/stat").read())
         except (OSError, ValueError, IndexError):
             continue
         if name == "Elasticsearch":
             cpu[JIT] = _jit_cpu_seconds(pid)
     return cpu
+
+
+def _stat_cpu_seconds(stat: str) -> float:
+    """User + system CPU seconds from the text of a /proc/<pid>[/task/<tid>]/stat file."""
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 JIT = "Elasticsearch JIT"  # its HotSpot compiler threads: most of a freshly started node's CPU
@@ -143,8 +148,7 @@ def _jit_cpu_seconds(pid: int) -> float:
         except OSError:
             continue  # the thread ended meanwhile
         if "CompilerThre" in stat[stat.index("(") + 1:stat.rindex(")")]:
-            fields = stat.rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            total += _stat_cpu_seconds(stat)
     return total
 
 
@@ -156,11 +160,11 @@ def thread_cpu_seconds() -> dict[str, float]:
     cpu: dict[str, float] = {}
     for tid in os.listdir("/proc/self/task"):
         try:
-            fields = open(f"/proc/self/task/{tid}/stat").read().rsplit(")", 1)[1].split()
+            stat = open(f"/proc/self/task/{tid}/stat").read()
         except OSError:
             continue  # the thread ended meanwhile
         name = names.get(int(tid), "other")
-        cpu[name] = cpu.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        cpu[name] = cpu.get(name, 0.0) + _stat_cpu_seconds(stat)
     return cpu
 
 
@@ -302,8 +306,7 @@ def main() -> int:
         "",
         f"The raw read and bp consume alternate, {args.repeat} runs each, after {args.warmup} untimed run(s) of each "
         "(a freshly started Elasticsearch spends several times the CPU per document until its JIT has compiled "
-        "the indexing path); rates are medians, each run's "
-        "rate is listed.",
+        "the indexing path); rates are medians, each run's rate is listed.",
         "",
         "| path | messages | messages/s (median) | runs (messages/s) | ratio |",
         "|---|---:|---:|---|---:|",

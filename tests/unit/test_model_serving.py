@@ -10,7 +10,6 @@ a check that hangs never holds the consumer up.
 from __future__ import annotations
 
 import threading
-import time
 
 import joblib
 import numpy as np
@@ -20,6 +19,7 @@ from sklearn.dummy import DummyClassifier
 from bp_core.features import feature_matrix
 from bp_core.model.serving import ModelProvider
 from bp_core.settings import Settings
+from tests.integration.helpers import wait_for
 
 ONE_READING = feature_matrix(np.array([120.0]), np.array([80.0]))
 
@@ -27,13 +27,6 @@ ONE_READING = feature_matrix(np.array([120.0]), np.array([80.0]))
 def dump_prior_model(path, labels: list[int]) -> None:
     """A model whose P(anomaly) is the share of 1s in ``labels``, whatever the reading."""
     joblib.dump(DummyClassifier(strategy="prior").fit(np.zeros((len(labels), 1)), labels), path)
-
-
-def wait_until(condition, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)
 
 
 @pytest.fixture
@@ -57,8 +50,9 @@ def test_a_newer_model_waits_for_the_consumer_to_take_it(provider, model_file):
     assert first.predict_proba(ONE_READING).tolist() == [0.25]  # loaded by start(), before any batch
 
     dump_prior_model(model_file, [0, 1])
-    wait_until(lambda: provider._mailbox is not None)  # the refresher thread loaded it...
-    assert provider.current is first                   # ...but the batch in progress keeps its model
+    # The refresher thread loads it, but the batch in progress keeps its model.
+    wait_for(lambda: provider._mailbox is not None, timeout=10, interval=0.01, what="the background load")
+    assert provider.current is first
 
     assert provider.maybe_refresh() is True
     assert provider.current.version != first.version
@@ -70,7 +64,7 @@ def test_the_same_content_rewritten_is_not_a_new_model(provider, model_file):
     first = provider.current
     dump_prior_model(model_file, [0, 0, 0, 1])  # new mtime, same bytes
     mtime = model_file.stat().st_mtime_ns
-    wait_until(lambda: provider._file_mtime == mtime)
+    wait_for(lambda: provider._file_mtime == mtime, timeout=10, interval=0.01, what="the rewrite checked")
     assert provider.maybe_refresh() is False and provider.current is first
 
 
@@ -97,7 +91,7 @@ def test_a_hanging_check_never_holds_up_the_consumer(provider, model_file):
     assert answers == [False] and provider.current is first
 
     release.set()
-    wait_until(lambda: provider._mailbox is not None)
+    wait_for(lambda: provider._mailbox is not None, timeout=10, interval=0.01, what="the released load")
     assert provider.maybe_refresh() is True and provider.current is newer.current
 
 
