@@ -24,6 +24,11 @@ the first two runs, 6.2 for the next two and 4.7 for the two after (of which 7.2
 and 2.2 in its compiler threads), and about 1.0 a run once warm: work the cluster of a
 long-running consumer did long ago. Three runs do not finish it, so the report splits
 the JIT's share out of Elasticsearch's CPU.
+``--pinned N`` then alternates N more runs of each with the stack's servers (Elasticsearch,
+the Kafka broker: every thread) pinned to the last core and this process to the others:
+the consumer gets a core to itself, as if Elasticsearch ran on another host (as long as
+its own core is not saturated: the report gives its share). That tells whether the
+machine or the consumer process is the bound.
 With ``--profile``, one more run of ours is profiled (pyinstrument slows it: that run
 shows where the time goes, not the rate).
 
@@ -112,22 +117,69 @@ def raw_read(settings, count: int) -> float:
     return elapsed
 
 
+def stack_pids() -> dict[str, int]:
+    """The local stack's server processes that are running, by name."""
+    stack = Path(os.environ.get("BP_STACK_DIR", REPO / ".stack"))
+    pids = {}
+    for name, pid_file in (("Elasticsearch", stack / "elasticsearch" / "es.pid"), ("Kafka broker", stack / "kafka" / "kafka.pid")):
+        try:
+            pid = int(pid_file.read_text())
+        except (OSError, ValueError):
+            continue
+        if os.path.exists(f"/proc/{pid}"):
+            pids[name] = pid
+    return pids
+
+
 def cpu_seconds() -> dict[str, float]:
     """CPU time so far of this process and of the local stack's servers (when found)."""
     import resource
 
     usage = resource.getrusage(resource.RUSAGE_SELF)
     cpu = {"consumer process": usage.ru_utime + usage.ru_stime}
-    stack = Path(os.environ.get("BP_STACK_DIR", REPO / ".stack"))
-    for name, pid_file in (("Elasticsearch", stack / "elasticsearch" / "es.pid"), ("Kafka broker", stack / "kafka" / "kafka.pid")):
+    for name, pid in stack_pids().items():
         try:
-            pid = int(pid_file.read_text())
             cpu[name] = _stat_cpu_seconds(open(f"/proc/{pid}/stat").read())
         except (OSError, ValueError, IndexError):
             continue
         if name == "Elasticsearch":
             cpu[JIT] = _jit_cpu_seconds(pid)
     return cpu
+
+
+def _set_affinity(pid: int, cores: set[int]) -> None:
+    """Pin every thread of a process (a JVM starts threads later: they inherit it)."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            os.sched_setaffinity(int(tid), cores)
+        except ProcessLookupError:
+            continue  # the thread ended meanwhile
+
+
+class Pinned:
+    """Within the block: the stack's servers on the last core, this process on the others.
+
+    Restores every affinity on exit. Raises PermissionError, OSError when the
+    servers cannot be pinned (another user's processes).
+    """
+
+    def __init__(self) -> None:
+        self.all_cores = os.sched_getaffinity(0)
+        self.stack_core = {max(self.all_cores)}
+        self.pids = list(stack_pids().values())
+
+    def __enter__(self) -> "Pinned":
+        for pid in self.pids:
+            _set_affinity(pid, self.stack_core)
+        _set_affinity(os.getpid(), self.all_cores - self.stack_core)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for pid in [*self.pids, os.getpid()]:
+            try:
+                _set_affinity(pid, self.all_cores)
+            except OSError:
+                continue
 
 
 def _stat_cpu_seconds(stat: str) -> float:
@@ -168,8 +220,9 @@ def thread_cpu_seconds() -> dict[str, float]:
     return cpu
 
 
-def ours(settings, profile: bool, run: str = "r0"):
-    """One full run of the consumer, with its own group, index and archive.
+def ours(settings, profile: bool, run: str = "r0", messages: int = 0):
+    """One full run of the consumer over the ``messages`` of the topic, with its own
+    group, index and archive.
 
     Returns (seconds from the first batch to the last durable one, stats, profiler,
     CPU seconds spent over that span by the consumer and the stack's servers).
@@ -186,7 +239,10 @@ def ours(settings, profile: bool, run: str = "r0"):
 
         def _account(self, prepared):
             super()._account(prepared)
-            self.cpu_last = {**cpu_seconds(), **thread_cpu_seconds()}
+            # Once, after the last batch: reading /proc for every thread of the stack's
+            # JVMs after each batch would put the benchmark's own cost into the run.
+            if self.cpu_last is None and self.stats.messages >= messages:
+                self.cpu_last = {**cpu_seconds(), **thread_cpu_seconds()}
 
     settings = settings.with_(consumer_group=f"{settings.consumer_group}-{run}",
                               es_index=f"{settings.es_index}-{run}", archive_dir=settings.archive_dir / run)
@@ -200,6 +256,7 @@ def ours(settings, profile: bool, run: str = "r0"):
     assert service.run() == 0
     if profiler:
         profiler.stop()
+    assert service.cpu_last is not None, f"the run saw {service.stats.messages} of {messages} messages"
     elapsed = service.stats.last_batch_at - service.stats.first_batch_at
     cpu = {name: service.cpu_last[name] - service.cpu_first.get(name, 0.0) for name in service.cpu_last}
     return elapsed, service.stats, profiler, cpu
@@ -250,16 +307,48 @@ def seed_style(settings, sample: int) -> tuple[float, int]:
     return elapsed, done
 
 
+def pinned_section(messages: int, raw_runs: list[float], our_runs: list[tuple[float, object, dict]]) -> list[str]:
+    """The report of the runs with the stack's servers pinned to a core of their own."""
+    raw_rates = [messages / seconds for seconds in raw_runs]
+    our_rates = [stats.messages / seconds for seconds, stats, _ in our_runs]
+    raw_rate, our_rate = statistics.median(raw_rates), statistics.median(our_rates)
+    seconds, _, cpu = sorted(our_runs, key=lambda run: run[0])[len(our_runs) // 2]
+    ours_cores = len(os.sched_getaffinity(0)) - 1
+    share = {name: cpu[name] / seconds for name in ("consumer process", "Elasticsearch", "Kafka broker") if name in cpu}
+    stack_share = share.get("Elasticsearch", 0.0) + share.get("Kafka broker", 0.0)
+    bound = "the consumer's core" if share["consumer process"] / ours_cores >= stack_share else "the stack's core"
+    return [
+        "",
+        f"Then {len(our_runs)} more run{'s' if len(our_runs) > 1 else ''} of each, alternating, with Elasticsearch and the Kafka broker (every thread) "
+        f"pinned to the last core and this process to the other {f'{ours_cores} cores' if ours_cores > 1 else 'core'}: "
+        f"the consumer has {'them' if ours_cores > 1 else 'it'} to itself, "
+        "as if Elasticsearch ran on another host, as long as the stack's core is not saturated.",
+        "",
+        "| path, stack pinned | messages/s (median) | runs (messages/s) | ratio |",
+        "|---|---:|---|---:|",
+        f"| raw kafka-python read | {raw_rate:,.0f} | {', '.join(f'{r:,.0f}' for r in raw_rates)} | 1.00 |",
+        f"| bp consume | {our_rate:,.0f} | {', '.join(f'{r:,.0f}' for r in our_rates)} | {our_rate / raw_rate:.2f} × raw |",
+        "",
+        f"Over the median pinned run ({seconds:.2f} s), busy share of a core: consumer process "
+        f"{share['consumer process']:.0%} (of {ours_cores}), Elasticsearch {share.get('Elasticsearch', 0.0):.0%} and "
+        f"Kafka broker {share.get('Kafka broker', 0.0):.0%} (together on one core). The bound is {bound}.",
+    ]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=100_000)
     parser.add_argument("--seed-style-sample", type=int, default=3000)
     parser.add_argument("--repeat", type=int, default=3, help="alternating runs of the raw read and ours")
     parser.add_argument("--warmup", type=int, default=3, help="untimed runs of each first (JVMs' JIT, page cache)")
+    parser.add_argument("--pinned", type=int, default=0, metavar="N",
+                        help="then N alternating runs of each with the stack's servers pinned to the last core")
     parser.add_argument("--profile", action="store_true", help="profile one more run of ours with pyinstrument")
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "bench-consumer.md")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    if args.pinned and len(os.sched_getaffinity(0)) < 2:
+        parser.error("--pinned needs at least 2 cores")
 
     from kafka import KafkaAdminClient
     from kafka.admin import NewTopic
@@ -276,19 +365,27 @@ def main() -> int:
     admin.create_topics([NewTopic(settings.topic, 3, 1), NewTopic(settings.dlq_topic, 1, 1)])
     raw_runs: list[float] = []
     our_runs: list[tuple[float, object, dict]] = []
+    pinned_raw: list[float] = []
+    pinned_ours: list[tuple[float, object, dict]] = []
     profiler = None
     try:
         fill_seconds = fill_topic(settings, args.messages)
         version = register_champion(settings)
         for run in range(args.warmup):
             raw_read(settings, args.messages)
-            ours(settings, False, f"warmup{run}")
+            ours(settings, False, f"warmup{run}", args.messages)
         for run in range(args.repeat):
             raw_runs.append(raw_read(settings, args.messages))
-            seconds, stats, _, cpu = ours(settings, False, f"r{run}")
+            seconds, stats, _, cpu = ours(settings, False, f"r{run}", args.messages)
             our_runs.append((seconds, stats, cpu))
+        if args.pinned:
+            with Pinned():
+                for run in range(args.pinned):
+                    pinned_raw.append(raw_read(settings, args.messages))
+                    seconds, stats, _, cpu = ours(settings, False, f"pinned{run}", args.messages)
+                    pinned_ours.append((seconds, stats, cpu))
         if args.profile:
-            _, _, profiler, _ = ours(settings, True, "profiled")
+            _, _, profiler, _ = ours(settings, True, "profiled", args.messages)
         seed_seconds, seed_done = seed_style(settings, args.seed_style_sample)
     finally:
         drop_bench_resources(settings, admin)
@@ -302,7 +399,7 @@ def main() -> int:
         "## Consumer throughput (end to end)",
         "",
         f"Command: `.venv/bin/python bench/bench_consumer.py --messages {args.messages} --repeat {args.repeat}"
-        f"{' --profile' if args.profile else ''}` — {machine()}; Kafka, Elasticsearch and the consumer on the same machine.",
+        f"{f' --pinned {args.pinned}' if args.pinned else ''}{' --profile' if args.profile else ''}` — {machine()}; Kafka, Elasticsearch and the consumer on the same machine.",
         "",
         f"The raw read and bp consume alternate, {args.repeat} runs each, after {args.warmup} untimed run(s) of each "
         "(a freshly started Elasticsearch spends several times the CPU per document until its JIT has compiled "
@@ -358,6 +455,12 @@ def main() -> int:
         lines += ["", f"Together they need {sum(processes.values()):.2f} CPU-seconds: on {os.cpu_count()} cores, even "
                       f"spread perfectly, that is at least {floor:.2f} s, i.e. at most "
                       f"{args.messages / floor / raw_rate:.2f}× the raw read's median rate on this machine."]
+    consumer_cpu = processes["consumer process"]
+    lines += ["", f"The consumer process alone used {consumer_cpu:.2f} CPU-seconds. Its threads take turns under one "
+                  "GIL, so one process needs about that long however many cores it has and wherever Elasticsearch "
+                  f"runs: at most about {args.messages / consumer_cpu / raw_rate:.2f}× the raw read."]
+    if pinned_ours:
+        lines += pinned_section(args.messages, pinned_raw, pinned_ours)
     if profiler:
         text = profiler.output_text(unicode=False, color=False, show_all=False)
         lines += ["", "Profile of one more bp consume run (pyinstrument, top of the tree):", "", "```",
