@@ -159,19 +159,24 @@ def _set_affinity(pid: int, cores: set[int]) -> None:
 class Pinned:
     """Within the block: the stack's servers on the last core, this process on the others.
 
-    Restores every affinity on exit. Raises PermissionError, OSError when the
-    servers cannot be pinned (another user's processes).
+    Restores every affinity on exit. When the servers cannot be pinned (another user's
+    processes), nothing stays pinned and ``failure`` says why.
     """
 
     def __init__(self) -> None:
         self.all_cores = os.sched_getaffinity(0)
         self.stack_core = {max(self.all_cores)}
         self.pids = list(stack_pids().values())
+        self.failure: str | None = None
 
     def __enter__(self) -> "Pinned":
-        for pid in self.pids:
-            _set_affinity(pid, self.stack_core)
-        _set_affinity(os.getpid(), self.all_cores - self.stack_core)
+        try:
+            for pid in self.pids:
+                _set_affinity(pid, self.stack_core)
+            _set_affinity(os.getpid(), self.all_cores - self.stack_core)
+        except OSError as exc:
+            self.__exit__()
+            self.failure = f"cannot pin the stack's servers: {exc.strerror}"
         return self
 
     def __exit__(self, *exc) -> None:
@@ -379,11 +384,13 @@ def main() -> int:
             seconds, stats, _, cpu = ours(settings, False, f"r{run}", args.messages)
             our_runs.append((seconds, stats, cpu))
         if args.pinned:
-            with Pinned():
-                for run in range(args.pinned):
+            with Pinned() as pinned:
+                for run in range(args.pinned if pinned.failure is None else 0):
                     pinned_raw.append(raw_read(settings, args.messages))
                     seconds, stats, _, cpu = ours(settings, False, f"pinned{run}", args.messages)
                     pinned_ours.append((seconds, stats, cpu))
+            if pinned.failure:
+                print(f"--pinned skipped: {pinned.failure}", file=sys.stderr)
         if args.profile:
             _, _, profiler, _ = ours(settings, True, "profiled", args.messages)
         seed_seconds, seed_done = seed_style(settings, args.seed_style_sample)
