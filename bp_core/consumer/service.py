@@ -180,7 +180,9 @@ class ConsumerService:
         self._committed: dict = {}         # owned partition -> offset the coordinator acknowledged
         self._commits_in_flight = 0
         self._recommit_at: float | None = None  # after a failed commit: when to send the durable offsets again
-        self._assigned_at: float | None = None
+        # --exit-when-idle counts from here: the last batch read, made durable or given
+        # up, or the last partition assignment; None until the first assignment.
+        self._idle_from: float | None = None
         self._consumer = None
         self._producer = None
         self._es = None
@@ -290,7 +292,6 @@ class ConsumerService:
 
     def _loop(self) -> int:
         last_progress = time.monotonic()
-        last_record = time.monotonic()
         while not self._stop.is_set():
             if self._model_provider.maybe_refresh():
                 self._report_model()
@@ -311,7 +312,7 @@ class ConsumerService:
                     dropped.append(self._inflight)
                 self._inflight = None
             if prepared is not None:
-                last_record = now
+                self._idle_from = now
                 if dropped or generation != self._drop_generation:
                     # It was read after a batch that is given up: it goes too, and both
                     # are read again from the last commit.
@@ -321,7 +322,7 @@ class ConsumerService:
             if dropped:
                 self._drop(*dropped)
             self._maybe_recommit(now)
-            if prepared is None and not dropped and self._idle_exit_due(now, last_record):
+            if prepared is None and not dropped and self._idle_exit_due(now):
                 log.info("idle for %.0fs: exiting", self.options.exit_when_idle)
                 break
             if now - last_progress >= self.options.progress_every:
@@ -343,10 +344,17 @@ class ConsumerService:
             return 0
         return min(self.options.poll_timeout_ms, self._INFLIGHT_POLL_MS)
 
-    def _idle_exit_due(self, now: float, last_record: float) -> bool:
-        if self.options.exit_when_idle is None or self._assigned_at is None or self._inflight is not None:
+    def _idle_exit_due(self, now: float) -> bool:
+        """Whether ``--exit-when-idle`` seconds passed with nothing read and nothing to write.
+
+        The clock restarts when a batch becomes durable, not only when one is read: a
+        write that took long (Elasticsearch down for a while, the consumer paused) says
+        nothing about what the stream holds, and the first poll after it may return
+        nothing while the fetch of what waits is still on its way.
+        """
+        if self.options.exit_when_idle is None or self._idle_from is None or self._inflight is not None:
             return False
-        return now - max(last_record, self._assigned_at) >= self.options.exit_when_idle
+        return now - self._idle_from >= self.options.exit_when_idle
 
     # ------------------------------------------------------------------ prepare
 
@@ -421,6 +429,7 @@ class ConsumerService:
         # (``_commit`` skips partitions now owned by another member).
         self._commit(prepared.offsets)
         self._account(prepared)
+        self._idle_from = time.monotonic()
         return True
 
     def _retry_write(self, prepared: PreparedBatch, error: SinkUnavailable) -> bool:
@@ -563,6 +572,7 @@ class ConsumerService:
         for tp, offset in targets.items():
             if tp in owned:
                 self._consumer.seek(tp, offset)
+        self._idle_from = time.monotonic()  # what was given up is to be read again
 
     # ------------------------------------------------------------------ rebalance
 
@@ -586,8 +596,7 @@ class ConsumerService:
     def _on_assigned(self, assigned) -> None:
         assigned = list(assigned)
         log.info("assigned partitions %s", sorted(tp.partition for tp in assigned))
-        if self._assigned_at is None:
-            self._assigned_at = time.monotonic()
+        self._idle_from = time.monotonic()
         # A batch completed during the rebalance (after the revocation, before this
         # assignment) recorded offsets of partitions that may now belong to another
         # member: forget them, so no later commit can move that member's offsets back.
