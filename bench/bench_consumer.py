@@ -312,12 +312,17 @@ def seed_style(settings, sample: int) -> tuple[float, int]:
     return elapsed, done
 
 
-def pinned_section(messages: int, raw_runs: list[float], our_runs: list[tuple[float, object, dict]]) -> list[str]:
-    """The report of the runs with the stack's servers pinned to a core of their own."""
+def summarise(messages: int, raw_runs: list[float], our_runs: list[tuple[float, object, dict]]):
+    """Rates of alternating runs: (raw rates, our rates, their medians, our median run)."""
     raw_rates = [messages / seconds for seconds in raw_runs]
     our_rates = [stats.messages / seconds for seconds, stats, _ in our_runs]
-    raw_rate, our_rate = statistics.median(raw_rates), statistics.median(our_rates)
-    seconds, _, cpu = sorted(our_runs, key=lambda run: run[0])[len(our_runs) // 2]
+    median_run = sorted(our_runs, key=lambda run: run[0])[len(our_runs) // 2]
+    return raw_rates, our_rates, statistics.median(raw_rates), statistics.median(our_rates), median_run
+
+
+def pinned_section(messages: int, raw_runs: list[float], our_runs: list[tuple[float, object, dict]]) -> list[str]:
+    """The report of the runs with the stack's servers pinned to a core of their own."""
+    raw_rates, our_rates, raw_rate, our_rate, (seconds, _, cpu) = summarise(messages, raw_runs, our_runs)
     ours_cores = len(os.sched_getaffinity(0)) - 1
     share = {name: cpu[name] / seconds for name in ("consumer process", "Elasticsearch", "Kafka broker") if name in cpu}
     stack_share = share.get("Elasticsearch", 0.0) + share.get("Kafka broker", 0.0)
@@ -397,11 +402,8 @@ def main() -> int:
     finally:
         drop_bench_resources(settings, admin)
 
-    raw_rates = [args.messages / seconds for seconds in raw_runs]
-    our_rates = [stats.messages / seconds for seconds, stats, _ in our_runs]
-    raw_rate, our_rate = statistics.median(raw_rates), statistics.median(our_rates)
+    raw_rates, our_rates, raw_rate, our_rate, (median_seconds, stats, cpu) = summarise(args.messages, raw_runs, our_runs)
     seed_rate = seed_done / seed_seconds
-    median_seconds, stats, cpu = sorted(our_runs, key=lambda run: run[0])[len(our_runs) // 2]
     lines = [
         "## Consumer throughput (end to end)",
         "",

@@ -180,8 +180,9 @@ class ConsumerService:
         self._committed: dict = {}         # owned partition -> offset the coordinator acknowledged
         self._commits_in_flight = 0
         self._recommit_at: float | None = None  # after a failed commit: when to send the durable offsets again
-        # --exit-when-idle counts from here: the last batch read, made durable or given
-        # up, or the last partition assignment; None until the first assignment.
+        # --exit-when-idle counts from here: the last batch made durable or given up
+        # (every batch read ends as one or the other), or the last partition
+        # assignment; None until the first assignment.
         self._idle_from: float | None = None
         self._consumer = None
         self._producer = None
@@ -312,7 +313,6 @@ class ConsumerService:
                     dropped.append(self._inflight)
                 self._inflight = None
             if prepared is not None:
-                self._idle_from = now
                 if dropped or generation != self._drop_generation:
                     # It was read after a batch that is given up: it goes too, and both
                     # are read again from the last commit.
@@ -347,10 +347,10 @@ class ConsumerService:
     def _idle_exit_due(self, now: float) -> bool:
         """Whether ``--exit-when-idle`` seconds passed with nothing read and nothing to write.
 
-        The clock restarts when a batch becomes durable, not only when one is read: a
-        write that took long (Elasticsearch down for a while, the consumer paused) says
-        nothing about what the stream holds, and the first poll after it may return
-        nothing while the fetch of what waits is still on its way.
+        The clock restarts when a batch becomes durable (or is given up), not when it is
+        read: a write that took long (Elasticsearch down for a while, the consumer
+        paused) says nothing about what the stream holds, and the first poll after it
+        may return nothing while the fetch of what waits is still on its way.
         """
         if self.options.exit_when_idle is None or self._idle_from is None or self._inflight is not None:
             return False

@@ -1,5 +1,6 @@
 """When ``--exit-when-idle`` lets the consumer exit: after that long with nothing read and
-nothing left to write, counted from the last batch read, made durable or given up.
+nothing left to write, counted from the last batch made durable or given up, or the
+last partition assignment.
 
 CI once caught the consumer exiting with half a topic unread: Elasticsearch had been
 down for 16 s, so the batch in flight was written 16 s after it was read; the first poll
