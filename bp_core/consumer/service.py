@@ -453,7 +453,9 @@ class ConsumerService:
                 self._write(prepared)
                 return True
             except SinkUnavailable as exc:
-                log.warning("still unavailable: %s; retrying in %.1fs", exc, delay)
+                lag = self._lag_from_broker(prepared)
+                log.warning("still unavailable: %s; lag=%s; retrying in %.1fs", exc,
+                            "?" if lag is None else lag, delay)
 
     def _account(self, prepared: PreparedBatch) -> None:
         stats, m = self.stats, self.metrics
@@ -620,6 +622,24 @@ class ConsumerService:
             if highwater is not None:
                 lag += max(highwater - next_offset, 0)
         self.metrics.lag.set(lag)
+
+    def _lag_from_broker(self, waiting: PreparedBatch) -> int | None:
+        """Messages not yet durable, from the end offsets the broker reports now.
+
+        While a sink is down the partitions are paused, and paused partitions are not
+        fetched: the high watermarks ``_update_lag`` reads stand still, and the gauge
+        would say the consumer keeps up however much piles up. None if the broker
+        cannot say (the gauge keeps its value).
+        """
+        positions = {**waiting.first_offsets, **self._next_offsets}
+        try:
+            ends = self._consumer.end_offsets(list(positions), timeout_ms=2000)
+        except Exception as exc:  # an unreachable broker is reported by the consumer itself
+            log.debug("end offsets: %s", exc)
+            return None
+        lag = sum(max(end - positions[tp], 0) for tp, end in ends.items() if end is not None)
+        self.metrics.lag.set(lag)
+        return lag
 
     def _report_model(self) -> None:
         model = self._model_provider.current

@@ -50,8 +50,18 @@ def index_template(index: str, *, replicas: int = 0, shards: int = 1) -> dict:
     }
 
 
-def ensure_index_template(es, index: str, *, replicas: int = 0) -> None:
-    """Create or update the template, then the index itself, so searches work from the start."""
+def ensure_index_template(es, index: str, *, replicas: int = 0, wait: str = "30s") -> None:
+    """Create or update the template, then the index itself, so searches work from the start.
+
+    Returns once the index's primary shard has started: an index exists (``HEAD`` says
+    so) a moment before that, and a search in between fails with 503 "all shards failed".
+    Creating waits for it, but the index may have been created by someone else meanwhile.
+    Health "yellow" is no proof: a new index is yellow while its primary initializes.
+
+    Raises:
+        elasticsearch.ApiError: 408 when the shard has not started within ``wait``.
+    """
     es.indices.put_index_template(name=index, **index_template(index, replicas=replicas))
     if not es.indices.exists(index=index):
         es.options(ignore_status=400).indices.create(index=index)  # 400: created meanwhile
+    es.cluster.health(index=index, wait_for_active_shards="1", timeout=wait)  # the template's one primary

@@ -20,7 +20,7 @@ from tests.faults._support import (
     make_stream, make_two_streams, produce_chunks, rules_only, start, terminate, wait_committed,
 )
 from tests.faults.conftest import stack_sh
-from tests.integration.helpers import read_all, send, wait_for
+from tests.integration.helpers import es_count, read_all, send, wait_for
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
 
@@ -217,10 +217,7 @@ def test_second_member_joins_and_leaves_mid_stream(settings, es, tmp_path):
 def sink_totals(settings, es) -> tuple[int, int]:
     from tests.faults._support import archive_ids
 
-    if not es.indices.exists(index=settings.es_index):
-        return (0, 0)
-    es.indices.refresh(index=settings.es_index)
-    return es.count(index=settings.es_index)["count"], sum(archive_ids(settings).values())
+    return es_count(es, settings.es_index), sum(archive_ids(settings).values())
 
 
 def _no_dac_override() -> tuple[str, ...]:

@@ -179,6 +179,19 @@ class TcpProxy:
         self.server.close()
 
 
+def es_count(es, index: str) -> int:
+    """Documents searchable in ``index``: 0 until the index exists.
+
+    An index exists a moment before its primary shard has started, and a count in
+    between fails with 503; so wait for the shard, then refresh and count.
+    """
+    if not es.indices.exists(index=index):
+        return 0
+    es.cluster.health(index=index, wait_for_active_shards="1", timeout="30s")
+    es.indices.refresh(index=index)
+    return es.count(index=index)["count"]
+
+
 def wait_for(predicate, timeout: float, interval: float = 0.2, what: str = "condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

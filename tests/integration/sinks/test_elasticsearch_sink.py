@@ -28,6 +28,14 @@ def test_template_is_explicit_and_replicas_zero(es, es_index):
     assert es.cluster.health(index=es_index)["status"] == "green"
 
 
+def test_an_index_created_elsewhere_is_searchable_once_ensured(es, es_index):
+    # Another consumer created the index and did not wait for its shard to start.
+    es.indices.create(index=es_index, wait_for_active_shards="0")
+    ensure_index_template(es, es_index)
+    assert es.cluster.health(index=es_index)["active_primary_shards"] == 1
+    assert es.count(index=es_index)["count"] == 0
+
+
 def test_replay_overwrites_instead_of_duplicating(es, es_index):
     ensure_index_template(es, es_index)
     sink = ElasticsearchSink(es, es_index)
