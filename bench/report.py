@@ -43,7 +43,7 @@ def main() -> int:
     if commit and changed:
         commit += " with uncommitted changes"
     packages = ", ".join(f"{name} {version(name)}" for name in
-                         ("kafka-python", "elasticsearch", "scikit-learn", "mlflow", "orjson", "numpy"))
+                         ("kafka-python", "aiokafka", "elasticsearch", "scikit-learn", "mlflow", "orjson", "numpy"))
     parts = [
         "# Benchmarks",
         "",

@@ -48,6 +48,7 @@ import orjson
 from bp_core.errors import BPError, SinkUnavailable
 from bp_core.consumer.metrics import ConsumerMetrics
 from bp_core.consumer.batch import route_records
+from bp_core.consumer.native_records import use_native_records
 from bp_core.rules import Thresholds
 from bp_core.settings import Settings
 from bp_core.sinks.archive import ArchiveBatch, ArchiveSink
@@ -251,6 +252,7 @@ class ConsumerService:
             )
         except KafkaError as exc:
             raise BPError(f"cannot reach Kafka at {self.settings.kafka_bootstrap}: {exc}") from exc
+        use_native_records(self._consumer)
         self._consumer.subscribe(topics=[self.settings.topic], listener=_Listener(self))
         self._archive = ArchiveSink(self.settings.archive_dir, self.settings.topic)
         if self._model_provider is None:
