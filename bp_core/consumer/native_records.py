@@ -58,11 +58,15 @@ class NativePartitionRecords(Fetcher.PartitionRecords):
                     f"Record batch for partition {self.topic_partition} at offset {batch.base_offset} failed crc check")
             if batch.magic < 2:
                 yield from self._python_records(tp, batch)
-            elif batch.is_control_batch:
+                batch = records.next_batch()
+                continue
+            self.leader_epoch = epoch = batch.leader_epoch
+            if batch.is_control_batch:
                 self.next_fetch_offset = batch.next_offset
-            else:
-                self.leader_epoch = epoch = batch.leader_epoch
-                self.bytes_read += len(batch._buffer)
+                batch = records.next_batch()
+                continue
+            self.bytes_read += len(batch._buffer)
+            try:
                 for record in _NativeBatch(batch._buffer):
                     key, value, offset = record.key, record.value, record.offset
                     self.records_read += 1
@@ -70,6 +74,8 @@ class NativePartitionRecords(Fetcher.PartitionRecords):
                     yield ConsumerRecord(
                         topic, partition, epoch, offset, record.timestamp, record.timestamp_type, key, value,
                         record.headers, None, -1 if key is None else len(key), -1 if value is None else len(value), -1)
+            except Exception as exc:  # the decoder's own errors (and a bad UTF-8 header key), as kafka-python names them
+                raise CorruptRecordError(f"Found invalid record structure: {exc!r}") from exc
             batch = records.next_batch()
         # v2 keeps the last offset of a batch even when compaction removed its record:
         # fetch from the batch's end, or the same batch would be fetched again.

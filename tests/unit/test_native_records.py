@@ -102,6 +102,19 @@ def test_a_corrupt_batch_is_refused_as_kafka_python_refuses_it():
             records.take(100)
 
 
+@pytest.mark.parametrize("garbled", [5, 20], ids=["a header key", "a value length"])
+def test_garbage_under_a_valid_crc_is_a_corrupt_record_error_too(garbled):
+    buf = bytearray(v2_batch(0, 10))
+    buf[-garbled:] = b"\xff" * garbled
+    at = DefaultRecordBatch.ATTRIBUTES_OFFSET
+    struct.pack_into(">I", buf, DefaultRecordBatch.CRC_OFFSET, crc32c(bytes(buf[at:])))
+    for cls in (Fetcher.PartitionRecords, NativePartitionRecords):
+        records = cls(0, TP, MemoryRecords(bytes(buf)))
+        assert len(records.take(100)) == 9
+        with pytest.raises(CorruptRecordError, match="invalid record structure"):
+            records.take(100)
+
+
 def test_deserializers_keep_kafka_python_s_path():
     class Upper:
         def deserialize(self, topic, headers, data):
