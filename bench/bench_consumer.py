@@ -343,7 +343,7 @@ def pinned_section(messages: int, raw_runs: list[float], our_runs: list[tuple[fl
         "| path, stack pinned | messages/s (median) | runs (messages/s) | ratio |",
         "|---|---:|---|---:|",
         f"| raw kafka-python read | {raw_rate:,.0f} | {', '.join(f'{r:,.0f}' for r in raw_rates)} | 1.00 |",
-        f"| bp consume | {our_rate:,.0f} | {', '.join(f'{r:,.0f}' for r in our_rates)} | {our_rate / raw_rate:.2f} × raw |",
+        f"| bp consume | {our_rate:,.0f} | {', '.join(f'{r:,.0f}' for r in our_rates)} | {our_rate / raw_rate:.3f} × raw |",
         "",
         f"Over the median pinned run ({seconds:.2f} s), busy share of a core: consumer process "
         f"{share['consumer process']:.0%} (of {ours_cores}), Elasticsearch {share.get('Elasticsearch', 0.0):.0%} and "
@@ -431,11 +431,11 @@ def main() -> int:
         f"| raw read, records decoded in C as bp consume decodes them | {args.messages} | {native_rate:,.0f} | "
         f"{', '.join(f'{r:,.0f}' for r in native_rates)} | {native_rate / raw_rate:.2f} × raw |",
         f"| bp consume (model v{version}, rules, ES bulk, archive fsync, commit) | {stats.messages} | {our_rate:,.0f} | "
-        f"{', '.join(f'{r:,.0f}' for r in our_rates)} | {our_rate / raw_rate:.2f} × raw |",
+        f"{', '.join(f'{r:,.0f}' for r in our_rates)} | {our_rate / raw_rate:.3f} × raw |",
         f"| seed-style loop (per-message predict + index) | {seed_done} | {seed_rate:,.0f} | 1 run | "
         f"{seed_rate / raw_rate:.3f} × raw |",
         "",
-        f"bp consume is **{our_rate / raw_rate:.2f}×** the raw read and **{our_rate / seed_rate:.0f}×** the seed-style loop; "
+        f"bp consume is **{our_rate / raw_rate:.3f}×** the raw read and **{our_rate / seed_rate:.0f}×** the seed-style loop; "
         f"like for like, against the raw read with the same C record decoder, it is {our_rate / native_rate:.2f}×. "
         f"Run by run, each bp consume run against the raw read just before it: "
         f"{', '.join(f'{ours / raw:.2f}×' for raw, ours in zip(raw_rates, our_rates))} (this machine's speed drifts "
