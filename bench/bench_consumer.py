@@ -448,12 +448,12 @@ def main() -> int:
         f"Where the time goes, in the median run of bp consume ({median_seconds:.2f} s from the first batch to "
         "the last durable one). The consumer's thread polls Kafka (kafka-python's fetch, its records decoded in "
         "C), prepares each batch (parse, score, route) and waits for the batch before "
-        "to be written; a writer thread makes each batch durable meanwhile:",
+        "to be written; writer threads make each batch durable meanwhile (the archive while the bulk request is in flight):",
         "",
         "| consumer thread | seconds | writer thread | seconds |",
         "|---|---:|---|---:|",
         f"| Kafka poll | {stats.poll_s:.2f} | Elasticsearch bulk | {stats.index_s:.2f} |",
-        f"| prepare (parse, score, route) | {stats.prepare_s:.2f} | archive (write + fsync) | {stats.archive_s:.2f} |",
+        f"| prepare (parse, score, route) | {stats.prepare_s:.2f} | archive (write + fsync, during the bulk) | {stats.archive_s:.2f} |",
         f"| waiting for the writer | {stats.wait_s:.2f} | dead-letter topic | {stats.dlq_s:.2f} |",
     ]
     processes = {name: cpu[name] for name in ("consumer process", "Elasticsearch", "Kafka broker") if name in cpu}

@@ -6,8 +6,8 @@ Each batch (up to ``batch_size`` messages) goes through two stages:
    message, scores the valid readings in one vectorised call (rules + the served
    model) and sorts them into the batch's own buffers: anomaly documents for
    Elasticsearch, normal records for the archive, rejects for the dead-letter topic;
-2. write (a writer thread): flush Elasticsearch, then the archive (fsync), then the DLQ
-   (acked); then, back on this thread, commit the batch's offsets — only now, when
+2. write (a writer thread): flush Elasticsearch and, on a thread of its own meanwhile,
+   the archive (fsync); then the DLQ (acked); then, back on this thread, commit the batch's offsets — only now, when
    every outcome is durable. The commit is asynchronous (the following polls complete
    it; a failed one is covered by the next); the last one, at exit, is synchronous.
 
@@ -76,7 +76,7 @@ class ConsumerStats:
     last_batch_at: float | None = None    # monotonic time the last batch was durable and its commit sent
     # Where the time went, in seconds, from the first batch on (like the rate). This
     # thread: polling Kafka, preparing batches (parse, score, route), waiting for the
-    # writer; the writer thread: each sink.
+    # writer; the writer threads: each sink (the archive's time overlaps Elasticsearch's).
     poll_s: float = 0.0
     prepare_s: float = 0.0
     wait_s: float = 0.0
@@ -174,6 +174,7 @@ class ConsumerService:
         self._paused = False
         self._inflight: PreparedBatch | None = None
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bp-sink-writer")
+        self._archiver = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bp-archive-writer")
         self._drop_generation = 0          # bumped each time batches are dropped
         self._exit_code = 0
         self._seen_partitions: set = set()
@@ -281,6 +282,7 @@ class ConsumerService:
 
     def _close(self) -> None:
         self._writer.shutdown(wait=True)
+        self._archiver.shutdown(wait=True)
         for closer in (lambda: self._model_provider and self._model_provider.close(),
                        lambda: self._consumer and self._consumer.close(autocommit=False),
                        lambda: self._producer and self._producer.close(timeout=10),
@@ -393,7 +395,11 @@ class ConsumerService:
         self._inflight = prepared
 
     def _write(self, prepared: PreparedBatch) -> None:
-        """Make a batch durable: ES, then archive (fsync), then DLQ (acked).
+        """Make a batch durable: ES and the archive (fsync) at once, then the DLQ (acked).
+
+        The archive is written on its own thread while the bulk request is in flight:
+        Elasticsearch's answer is the longest wait of a batch. Both have finished when
+        this returns or raises.
 
         Safe to call again after a failure: each sink resends only what is missing.
 
@@ -401,15 +407,26 @@ class ConsumerService:
             SinkUnavailable: a sink refused for now.
         """
         started = time.monotonic()
-        for rejected in prepared.es.flush():
-            _reject(prepared.dlq, rejected.key, rejected.reason, stage="index")
-            prepared.index_rejects += 1
+        archiving = self._archiver.submit(self._write_archive, prepared.archive)
+        try:
+            rejected = prepared.es.flush()
+        except BaseException:
+            archiving.exception()  # waits: no archive write may outlive this attempt
+            raise
         indexed = time.monotonic()
-        self._archive.write(prepared.archive)
-        archived = time.monotonic()
+        archive_seconds = archiving.result()
+        for document in rejected:
+            _reject(prepared.dlq, document.key, document.reason, stage="index")
+            prepared.index_rejects += 1
+        written = time.monotonic()
         prepared.dlq.flush()
         # The time of the attempt that succeeded, sink by sink (for the stats).
-        prepared.sink_seconds = [indexed - started, archived - indexed, time.monotonic() - archived]
+        prepared.sink_seconds = [indexed - started, archive_seconds, time.monotonic() - written]
+
+    def _write_archive(self, batch: ArchiveBatch) -> float:
+        started = time.monotonic()
+        self._archive.write(batch)
+        return time.monotonic() - started
 
     def _complete(self, prepared: PreparedBatch) -> bool:
         """Wait for a batch's write, retrying while a sink is unavailable; then commit it.
