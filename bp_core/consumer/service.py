@@ -7,9 +7,10 @@ Each batch (up to ``batch_size`` messages) goes through two stages:
    model) and sorts them into the batch's own buffers: anomaly documents for
    Elasticsearch, normal records for the archive, rejects for the dead-letter topic;
 2. write (a writer thread): flush Elasticsearch and, on a thread of its own meanwhile,
-   the archive (fsync); then the DLQ (acked); then, back on this thread, commit the batch's offsets — only now, when
-   every outcome is durable. The commit is asynchronous (the following polls complete
-   it; a failed one is covered by the next); the last one, at exit, is synchronous.
+   the archive (fsync); then the DLQ (acked); then, back on this thread, commit the
+   batch's offsets — only now, when every outcome is durable. The commit is
+   asynchronous (the following polls complete it; a failed one is covered by the
+   next); the last one, at exit, is synchronous.
 
 One batch is written while the next is prepared (at most one in flight), so parsing
 and scoring overlap the sinks' I/O; commits stay in order, batch after batch. While a
