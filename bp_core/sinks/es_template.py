@@ -64,4 +64,13 @@ def ensure_index_template(es, index: str, *, replicas: int = 0, wait: str = "30s
     es.indices.put_index_template(name=index, **index_template(index, replicas=replicas))
     if not es.indices.exists(index=index):
         es.options(ignore_status=400).indices.create(index=index)  # 400: created meanwhile
-    es.cluster.health(index=index, wait_for_active_shards="1", timeout=wait)  # the template's one primary
+    wait_until_searchable(es, index, wait)
+
+
+def wait_until_searchable(es, index: str, wait: str = "30s") -> None:
+    """Wait until ``index``'s primary shard has started (the template gives it one).
+
+    Raises:
+        elasticsearch.ApiError: 408 when it has not started within ``wait``.
+    """
+    es.cluster.health(index=index, wait_for_active_shards="1", timeout=wait)

@@ -187,7 +187,9 @@ def es_count(es, index: str) -> int:
     """
     if not es.indices.exists(index=index):
         return 0
-    es.cluster.health(index=index, wait_for_active_shards="1", timeout="30s")
+    from bp_core.sinks.es_template import wait_until_searchable
+
+    wait_until_searchable(es, index)
     es.indices.refresh(index=index)
     return es.count(index=index)["count"]
 
