@@ -653,6 +653,11 @@ class ConsumerService:
         """
         positions = {**waiting.first_offsets, **self._next_offsets}
         try:
+            # A partition with no batch written in this run yet starts from its commit.
+            for tp in self._consumer.assignment() - positions.keys():
+                committed = self._consumer.committed(tp, timeout_ms=2000)
+                positions[tp] = (committed if committed is not None
+                                 else self._consumer.beginning_offsets([tp], timeout_ms=2000)[tp])
             ends = self._consumer.end_offsets(list(positions), timeout_ms=2000)
         except Exception as exc:  # an unreachable broker is reported by the consumer itself
             log.debug("end offsets: %s", exc)
