@@ -267,13 +267,22 @@ class ConsumerService:
         self._report_model()
 
     def _ensure_template(self) -> None:
-        """Create the index template; wait (with backoff) while Elasticsearch is down."""
+        """Create the index template; wait (with backoff) while Elasticsearch is down.
+
+        Raises:
+            BPError: Elasticsearch refused the template or the index for good (an
+                invalid ``BP_ES_INDEX``, wrong credentials): waiting would not help.
+        """
         delay = 0.5
         while True:
             try:
                 ensure_index_template(self._es, self.settings.es_index)
                 return
             except Exception as exc:  # transport errors: ES not up yet
+                status = getattr(exc, "status_code", None)
+                if isinstance(status, int) and 400 <= status < 500 and status not in (408, 429):
+                    raise BPError(f"Elasticsearch at {self.settings.es_url} refused index "
+                                  f"{self.settings.es_index!r}: {_api_error_reason(exc)}") from exc
                 if self._stop.is_set():
                     raise BPError(f"stopped while waiting for Elasticsearch at {self.settings.es_url}") from exc
                 log.warning("Elasticsearch not ready at %s (%s); retrying in %.1fs", self.settings.es_url,
@@ -679,3 +688,12 @@ class ConsumerService:
         model = self._model_provider.current if self._model_provider else None
         log.info("%s lag=%d model=%s", self.stats.line(), int(self.metrics.lag._value.get()),
                  f"{model.name}/{model.version}" if model else "rules-only")
+
+
+def _api_error_reason(exc: Exception) -> str:
+    """Elasticsearch's own one-line reason for a refused request (``error.reason``)."""
+    body = getattr(exc, "body", None)
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict) and error.get("reason"):
+        return f"{error.get('type')}: {error['reason']}"
+    return f"{type(exc).__name__}: {exc}"

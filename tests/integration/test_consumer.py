@@ -294,3 +294,13 @@ def test_a_promoted_model_scores_the_following_documents(settings, es, tmp_path)
         assert h["_source"]["model_name"] == settings.model_name
         assert 0.0 <= h["_source"]["model_probability"] <= 1.0
     assert versions == {"before": {first.model_version}, "after": {second.model_version}}
+
+
+def test_an_index_name_elasticsearch_refuses_stops_the_consumer_with_its_reason(settings, tmp_path):
+    # A 400 is no outage: retrying "until Elasticsearch is ready" would wait forever.
+    log_path = tmp_path / "consumer.log"
+    proc = start_consumer(settings, "--exit-when-idle", "5", log_path=log_path, BP_ES_INDEX="BP-Anomalies")
+    assert proc.wait(timeout=60) == 1
+    output = log_path.read_text()
+    assert "refused index 'BP-Anomalies'" in output and "lower cased" in output, output[-2000:]
+    assert "not ready" not in output and "Traceback" not in output
