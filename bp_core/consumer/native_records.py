@@ -48,6 +48,7 @@ class NativePartitionRecords(Fetcher.PartitionRecords):
             yield from super()._unpack_records(tp, records, key_deserializer, value_deserializer)
             return
         topic, partition = tp.topic, tp.partition
+        new_record = tuple.__new__
         check_crcs = self.check_crcs
         batch = records.next_batch()
         last_batch = None
@@ -71,9 +72,11 @@ class NativePartitionRecords(Fetcher.PartitionRecords):
                     key, value, offset = record.key, record.value, record.offset
                     self.records_read += 1
                     self.next_fetch_offset = offset + 1
-                    yield ConsumerRecord(
+                    # tuple.__new__ skips the namedtuple's Python-level __new__: the same
+                    # ConsumerRecord, built in C (a sixth of this loop's cost).
+                    yield new_record(ConsumerRecord, (
                         topic, partition, epoch, offset, record.timestamp, record.timestamp_type, key, value,
-                        record.headers, None, -1 if key is None else len(key), -1 if value is None else len(value), -1)
+                        record.headers, None, -1 if key is None else len(key), -1 if value is None else len(value), -1))
             except Exception as exc:  # the decoder's own errors (and a bad UTF-8 header key), as kafka-python names them
                 raise CorruptRecordError(f"Found invalid record structure: {exc!r}") from exc
             batch = records.next_batch()

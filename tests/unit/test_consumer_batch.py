@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import NamedTuple
@@ -155,6 +156,29 @@ def test_fast_path_takes_the_common_form_and_leaves_the_rest():
     del no_id["id"]
     assert parse_common_form(orjson.dumps(no_id)) is None
     assert parse_payload(orjson.dumps(no_id))[0].observation_id.startswith("sha1-")
+
+
+def test_fast_path_any_component_order_and_other_codings():
+    plain = orjson.loads(observation(1, 165, 100))
+    swapped = dict(plain, component=plain["component"][::-1])  # diastolic first, as Synthea writes it
+    second_systolic = copy.deepcopy(plain["component"][0])
+    second_systolic["valueQuantity"]["value"] = 100
+    twice = dict(plain, component=[plain["component"][0], second_systolic])  # two systolic components
+    extra_coding = copy.deepcopy(plain)  # a SNOMED coding beside LOINC: the general common form
+    extra_coding["component"][0]["code"]["coding"].append({"system": "http://snomed.info/sct", "code": "271649006"})
+    twice_diastolic = dict(plain, component=[plain["component"][1]] * 2)
+    three = dict(plain, component=plain["component"] + [plain["component"][1]])  # two diastolic
+    for resource, fast in ((swapped, True), (twice, False), (extra_coding, True), (twice_diastolic, False),
+                             (three, False)):
+        payload = orjson.dumps(resource)
+        common = parse_common_form(payload)
+        assert (common is not None) == fast
+        assert parse_payload(payload) == parse_payload_generic(payload)
+        if fast:
+            assert parse_payload_generic(payload) == [common]
+            assert (common.systolic_mm_hg, common.diastolic_mm_hg) == (165.0, 100.0)
+    hl7 = (FIXTURES / "hl7-r4-observation-example-bloodpressure.json").read_bytes()  # LOINC, SNOMED, acme codes
+    assert parse_common_form(hl7) == parse_payload_generic(hl7)[0]
 
 
 def test_fast_path_checks_utf8_in_the_fields_it_skips():
