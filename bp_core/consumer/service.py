@@ -278,7 +278,7 @@ class ConsumerService:
             try:
                 ensure_index_template(self._es, self.settings.es_index)
                 return
-            except Exception as exc:  # transport errors: ES not up yet
+            except Exception as exc:  # a transport error (ES not up yet) or ES's own answer
                 status = getattr(exc, "status_code", None)
                 if isinstance(status, int) and 400 <= status < 500 and status not in (408, 429):
                     raise BPError(f"Elasticsearch at {self.settings.es_url} refused index "

@@ -159,17 +159,17 @@ def test_fast_path_takes_the_common_form_and_leaves_the_rest():
 
 
 def test_fast_path_any_component_order_and_other_codings():
-    plain = orjson.loads(observation(1, 165, 100))
-    swapped = dict(plain, component=plain["component"][::-1])  # diastolic first, as Synthea writes it
-    second_systolic = copy.deepcopy(plain["component"][0])
+    base = orjson.loads(observation(1, 165, 100))
+    swapped = dict(base, component=base["component"][::-1])  # diastolic first, as Synthea writes it
+    second_systolic = copy.deepcopy(base["component"][0])
     second_systolic["valueQuantity"]["value"] = 100
-    twice = dict(plain, component=[plain["component"][0], second_systolic])  # two systolic components
-    extra_coding = copy.deepcopy(plain)  # a SNOMED coding beside LOINC: the general common form
+    twice = dict(base, component=[base["component"][0], second_systolic])  # two systolic components
+    extra_coding = copy.deepcopy(base)  # a SNOMED coding beside LOINC, as in the HL7 example
     extra_coding["component"][0]["code"]["coding"].append({"system": "http://snomed.info/sct", "code": "271649006"})
-    twice_diastolic = dict(plain, component=[plain["component"][1]] * 2)
-    three = dict(plain, component=plain["component"] + [plain["component"][1]])  # two diastolic
+    twice_diastolic = dict(base, component=[base["component"][1]] * 2)  # no systolic
+    three = dict(base, component=base["component"] + [base["component"][1]])  # two diastolic
     for resource, fast in ((swapped, True), (twice, False), (extra_coding, True), (twice_diastolic, False),
-                             (three, False)):
+                           (three, False)):
         payload = orjson.dumps(resource)
         common = parse_common_form(payload)
         assert (common is not None) == fast
