@@ -54,7 +54,7 @@ from bp_core.rules import Thresholds
 from bp_core.settings import Settings
 from bp_core.sinks.archive import ArchiveBatch, ArchiveSink
 from bp_core.sinks.dlq import DeadLetterSink
-from bp_core.sinks.elasticsearch import ElasticsearchSink
+from bp_core.sinks.elasticsearch import ElasticsearchSink, error_reason, refused_for_good
 from bp_core.sinks.es_template import ensure_index_template
 
 log = logging.getLogger("bp_core.consumer")
@@ -279,10 +279,9 @@ class ConsumerService:
                 ensure_index_template(self._es, self.settings.es_index)
                 return
             except Exception as exc:  # a transport error (ES not up yet) or ES's own answer
-                status = getattr(exc, "status_code", None)
-                if isinstance(status, int) and 400 <= status < 500 and status not in (408, 429):
+                if refused_for_good(getattr(exc, "status_code", None)):
                     raise BPError(f"Elasticsearch at {self.settings.es_url} refused index "
-                                  f"{self.settings.es_index!r}: {_api_error_reason(exc)}") from exc
+                                  f"{self.settings.es_index!r}: {error_reason(exc)}") from exc
                 if self._stop.is_set():
                     raise BPError(f"stopped while waiting for Elasticsearch at {self.settings.es_url}") from exc
                 log.warning("Elasticsearch not ready at %s (%s); retrying in %.1fs", self.settings.es_url,
@@ -689,11 +688,3 @@ class ConsumerService:
         log.info("%s lag=%d model=%s", self.stats.line(), int(self.metrics.lag._value.get()),
                  f"{model.name}/{model.version}" if model else "rules-only")
 
-
-def _api_error_reason(exc: Exception) -> str:
-    """Elasticsearch's own one-line reason for a refused request (``error.reason``)."""
-    body = getattr(exc, "body", None)
-    error = body.get("error") if isinstance(body, dict) else None
-    if isinstance(error, dict) and error.get("reason"):
-        return f"{error.get('type')}: {error['reason']}"
-    return f"{type(exc).__name__}: {exc}"

@@ -6,9 +6,10 @@ structs or dicts) and the whole bulk body is encoded at flush time by one ``msgs
 call, in C; the response is trimmed with ``filter_path`` to the per-item status and
 error: a Python consumer spends its time on (de)serialisation, not on the network.
 
-Per-item outcomes: 2xx is done; 429 and 5xx are transient (retried by the caller, with
-the batch); any other 4xx means Elasticsearch refuses the document itself (a mapping
-conflict, an id too long): it is handed back as rejected, for the dead-letter topic.
+Per-item outcomes: 2xx is done; 408, 429 and 5xx are transient (retried by the caller,
+with the batch); any other 4xx means Elasticsearch refuses the document itself (a
+mapping conflict, an id too long): it is handed back as rejected, for the dead-letter
+topic. ``refused_for_good`` is that rule, for every caller.
 """
 
 from __future__ import annotations
@@ -26,6 +27,21 @@ log = logging.getLogger(__name__)
 
 MAX_ID_BYTES = 256  # Elasticsearch refuses ids over 512 bytes; FHIR ids are at most 64 chars
 _ENCODER = msgspec.json.Encoder()
+
+
+def refused_for_good(status: object) -> bool:
+    """Whether an HTTP status from Elasticsearch is a refusal that retrying cannot change:
+    a 4xx other than 408 (timeout) and 429 (too many requests)."""
+    return isinstance(status, int) and 400 <= status < 500 and status not in (408, 429)
+
+
+def error_reason(exc: Exception) -> str:
+    """Elasticsearch's own one-line reason for a refused request (``error.type: reason``)."""
+    body = getattr(exc, "body", None)
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict) and error.get("reason"):
+        return f"{error.get('type')}: {error['reason']}"
+    return f"{type(exc).__name__}: {exc}"
 
 
 def document_id(observation_id: str) -> str:
@@ -91,7 +107,7 @@ class ElasticsearchSink:
 
         Raises:
             SinkUnavailable: Elasticsearch is unreachable, or some items failed
-                transiently (429, 5xx); call ``flush()`` again later.
+                transiently (408, 429, 5xx); call ``flush()`` again later.
         """
         if not self._ids:
             return self._take_rejected()
@@ -117,7 +133,7 @@ class ElasticsearchSink:
             status = outcome.get("status", 500)
             if status < 300:
                 continue
-            if status == 429 or status >= 500:
+            if not refused_for_good(status):
                 retry.append(i)
             else:
                 error = outcome.get("error") or {}
@@ -126,7 +142,7 @@ class ElasticsearchSink:
         self._keys = [self._keys[i] for i in retry]
         self._documents = [self._documents[i] for i in retry]
         if retry:
-            raise SinkUnavailable(f"Elasticsearch could not index {len(retry)} documents for now (429/5xx)")
+            raise SinkUnavailable(f"Elasticsearch could not index {len(retry)} documents for now (408/429/5xx)")
         return self._take_rejected()
 
     def _flush_one_by_one(self) -> list[RejectedDocument]:
@@ -136,8 +152,7 @@ class ElasticsearchSink:
             try:
                 self.es.index(index=self.index, id=doc_id, document=msgspec.to_builtins(documents[i]))
             except Exception as exc:
-                status = getattr(exc, "status_code", None)
-                if isinstance(status, int) and 400 <= status < 500 and status != 429:
+                if refused_for_good(getattr(exc, "status_code", None)):
                     self._rejected.append(RejectedDocument(keys[i], f"elasticsearch refused document {doc_id}: {exc}"))
                     continue
                 self._ids, self._keys, self._documents = ids[i:], keys[i:], documents[i:]
