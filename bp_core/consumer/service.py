@@ -687,4 +687,3 @@ class ConsumerService:
         model = self._model_provider.current if self._model_provider else None
         log.info("%s lag=%d model=%s", self.stats.line(), int(self.metrics.lag._value.get()),
                  f"{model.name}/{model.version}" if model else "rules-only")
-

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import orjson
 
+from bp_core.sinks.es_template import wait_until_searchable
+
 REPO = Path(__file__).resolve().parents[2]
 BP = str(Path(sys.executable).parent / "bp")
 
@@ -187,8 +189,6 @@ def es_count(es, index: str) -> int:
     """
     if not es.indices.exists(index=index):
         return 0
-    from bp_core.sinks.es_template import wait_until_searchable
-
     wait_until_searchable(es, index)
     es.indices.refresh(index=index)
     return es.count(index=index)["count"]
