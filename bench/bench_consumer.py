@@ -30,7 +30,8 @@ the JIT's share out of Elasticsearch's CPU.
 the Kafka broker: every thread) pinned to the last core and this process to the others:
 the consumer gets a core to itself, as if Elasticsearch ran on another host (as long as
 its own core is not saturated: the report gives its share). That tells whether the
-machine or the consumer process is the bound.
+machine or the consumer process is the bound. Every affinity is restored afterwards; and
+should a run be killed inside, the next one gives the servers their cores back first.
 With ``--profile``, one more run of ours is profiled (pyinstrument slows it: that run
 shows where the time goes, not the rate).
 
@@ -160,6 +161,38 @@ def _set_affinity(pid: int, cores: set[int]) -> None:
             os.sched_setaffinity(int(tid), cores)
         except ProcessLookupError:
             continue  # the thread ended meanwhile
+
+
+def _online_cores() -> set[int]:
+    """The machine's online cores (``/sys/devices/system/cpu/online``: ``0-1``, ``0,2-3``)."""
+    try:
+        text = Path("/sys/devices/system/cpu/online").read_text().strip()
+        cores: set[int] = set()
+        for part in text.split(","):
+            first, _, last = part.partition("-")
+            cores.update(range(int(first), int(last or first) + 1))
+        return cores
+    except (OSError, ValueError):
+        return set(range(os.cpu_count() or 1))
+
+
+def unpin_stack() -> list[str]:
+    """Give the stack's servers every core again; the names of those that were pinned.
+
+    ``Pinned`` restores the affinities on its way out, but a benchmark killed with -9
+    inside it leaves the servers on one core until they restart: every later run
+    would then measure a stack squeezed onto one core.
+    """
+    every_core = _online_cores()
+    unpinned = []
+    for name, pid in stack_pids().items():
+        try:
+            if any(os.sched_getaffinity(int(tid)) != every_core for tid in os.listdir(f"/proc/{pid}/task")):
+                _set_affinity(pid, every_core)
+                unpinned.append(name)
+        except (OSError, ValueError):
+            continue  # gone meanwhile, or another user's process: left as it is
+    return unpinned
 
 
 class Pinned:
@@ -371,6 +404,8 @@ def main() -> int:
 
     from bp_core.settings import Settings
 
+    for name in unpin_stack():
+        print(f"{name} was still pinned to a core (an earlier --pinned run killed?): unpinned", file=sys.stderr)
     tmp = Path(tempfile.mkdtemp(prefix="bp-bench-"))
     run_id = uuid.uuid4().hex[:8]
     settings = Settings.from_env().with_(
