@@ -187,12 +187,20 @@ def unpin_stack() -> list[str]:
     unpinned = []
     for name, pid in stack_pids().items():
         try:
-            if any(os.sched_getaffinity(int(tid)) != every_core for tid in os.listdir(f"/proc/{pid}/task")):
+            if any(_affinity(int(tid)) not in (None, every_core) for tid in os.listdir(f"/proc/{pid}/task")):
                 _set_affinity(pid, every_core)
                 unpinned.append(name)
-        except (OSError, ValueError):
+        except OSError:
             continue  # gone meanwhile, or another user's process: left as it is
     return unpinned
+
+
+def _affinity(tid: int) -> set[int] | None:
+    """A thread's cores, or None when it ended meanwhile."""
+    try:
+        return os.sched_getaffinity(tid)
+    except ProcessLookupError:
+        return None
 
 
 class Pinned:
