@@ -153,7 +153,7 @@ class ElasticsearchSink:
                 self.es.index(index=self.index, id=doc_id, document=msgspec.to_builtins(documents[i]))
             except Exception as exc:
                 if refused_for_good(getattr(exc, "status_code", None)):
-                    self._rejected.append(RejectedDocument(keys[i], f"elasticsearch refused document {doc_id}: {exc}"))
+                    self._rejected.append(RejectedDocument(keys[i], f"elasticsearch refused document {doc_id}: {error_reason(exc)}"))
                     continue
                 self._ids, self._keys, self._documents = ids[i:], keys[i:], documents[i:]
                 raise SinkUnavailable(f"Elasticsearch indexing failed: {type(exc).__name__}: {exc}") from exc
