@@ -5,6 +5,8 @@ PY := $(VENV)/bin/python
 PYTEST := $(VENV)/bin/pytest
 STACK := infra/stack.sh
 PYTEST_ARGS ?=
+# make test runs on this many pytest-xdist workers; 0 runs everything in one process.
+TEST_WORKERS ?= 2
 
 .PHONY: help install stack-up stack-down stack-status test test-unit demo bench lock clean
 
@@ -34,7 +36,7 @@ stack-status:
 test: install
 	@started=0; \
 	if ! $(STACK) is-up; then $(STACK) up || exit 1; started=1; fi; \
-	$(PYTEST) $(PYTEST_ARGS); rc=$$?; \
+	$(PYTEST) -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder $(PYTEST_ARGS); rc=$$?; \
 	if [ $$started = 1 ]; then $(STACK) down; fi; \
 	exit $$rc
 
