@@ -13,7 +13,8 @@ def add_arguments(parser) -> None:
                         help="replay the topic from its first retained message (sinks are idempotent)")
     parser.add_argument("--exit-when-idle", type=positive(float), metavar="SECONDS",
                         help="flush, commit and exit 0 after this long without a new message "
-                             "(time spent waiting for a sink that is down does not count)")
+                             "(time spent waiting for a sink that is down does not count; "
+                             "nor while partitions owned by another member of the group hold unread messages)")
     parser.add_argument("--model-refresh", type=positive(float), default=30.0, metavar="SECONDS",
                         help="how often to check whether the served model alias moved (default 30)")
     parser.add_argument("--metrics-port", type=positive(int), metavar="PORT",

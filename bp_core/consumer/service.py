@@ -162,6 +162,7 @@ class ConsumerService:
     _INFLIGHT_POLL_MS = 20     # poll timeout while a batch is being written
     _RECOMMIT_DELAY_S = 0.5    # after a failed commit, before the durable offsets are sent again
     _RETRY_BACKOFF_MS = 20     # kafka-python's retry backoff, also its idle sleep inside poll (see _connect)
+    _ELSEWHERE_CHECK_S = 1.0   # when idle, how often to ask the broker about partitions owned elsewhere
 
     def __init__(self, settings: Settings, options: ConsumerOptions = ConsumerOptions(), *,
                  model_provider=None) -> None:
@@ -187,6 +188,8 @@ class ConsumerService:
         # (every batch read ends as one or the other), or the last partition
         # assignment; None until the first assignment.
         self._idle_from: float | None = None
+        self._assignment_changed_at = 0.0  # last revocation or assignment (see _unread_elsewhere)
+        self._next_elsewhere_check = 0.0
         self._consumer = None
         self._producer = None
         self._es = None
@@ -367,7 +370,50 @@ class ConsumerService:
         """
         if self.options.exit_when_idle is None or self._idle_from is None or self._inflight is not None:
             return False
-        return now - self._idle_from >= self.options.exit_when_idle
+        if now - self._idle_from < self.options.exit_when_idle:
+            return False
+        return not self._unread_elsewhere(now)
+
+    def _unread_elsewhere(self, now: float) -> bool:
+        """Whether partitions of the topic owned by another member still hold messages the
+        group has not committed, so that exiting now could leave them unread.
+
+        A live member drains them. One that is gone holds them until its session times
+        out: a consumer killed while it was joining the group still takes part in the
+        next assignment, then the coordinator expires it and rebalances, and only then do
+        its partitions come here. Exiting before that would end a back-fill with part of
+        the topic unread, and exit code 0. The wait is bounded: a session timeout and
+        two heartbeats after the last revocation or assignment, the group has
+        rebalanced if a member was gone, and what is left elsewhere (a live member still
+        busy, a partition that ends in a transaction marker) no longer holds this one.
+        If the broker cannot say, this member waits, within the same bound.
+        """
+        from kafka import TopicPartition
+
+        owned = self._consumer.assignment()
+        partitions = self._consumer.partitions_for_topic(self.settings.topic) or ()
+        elsewhere = [tp for tp in (TopicPartition(self.settings.topic, p) for p in sorted(partitions)) if tp not in owned]
+        if not elsewhere:
+            return False
+        config = self._consumer.config
+        bound = (config["session_timeout_ms"] + 2 * config["heartbeat_interval_ms"]) / 1000
+        if now - self._assignment_changed_at >= bound:
+            return False
+        if now < self._next_elsewhere_check:
+            return True
+        self._next_elsewhere_check = now + self._ELSEWHERE_CHECK_S
+        try:
+            ends = self._consumer.end_offsets(elsewhere, timeout_ms=2000)
+            for tp in elsewhere:
+                committed = self._consumer.committed(tp, timeout_ms=2000)
+                if committed is None:
+                    committed = self._consumer.beginning_offsets([tp], timeout_ms=2000)[tp]
+                if ends[tp] > committed:
+                    return True
+        except Exception as exc:  # the broker cannot say now: wait, within the bound
+            log.debug("offsets of partitions owned elsewhere: %s", exc)
+            return True
+        return False
 
     # ------------------------------------------------------------------ prepare
 
@@ -608,6 +654,7 @@ class ConsumerService:
 
     def _on_revoked(self, revoked) -> None:
         revoked = list(revoked)
+        self._assignment_changed_at = time.monotonic()
         inflight = self._inflight
         if inflight is not None and any(tp in inflight.offsets for tp in revoked):
             # Let the write finish (it is short) so the next owner finds it in the sinks;
@@ -626,7 +673,7 @@ class ConsumerService:
     def _on_assigned(self, assigned) -> None:
         assigned = list(assigned)
         log.info("assigned partitions %s", sorted(tp.partition for tp in assigned))
-        self._idle_from = time.monotonic()
+        self._idle_from = self._assignment_changed_at = time.monotonic()
         # A batch completed during the rebalance (after the revocation, before this
         # assignment) recorded offsets of partitions that may now belong to another
         # member: forget them, so no later commit can move that member's offsets back.
