@@ -404,16 +404,20 @@ class ConsumerService:
         self._next_elsewhere_check = now + self._ELSEWHERE_CHECK_S
         try:
             ends = self._consumer.end_offsets(elsewhere, timeout_ms=2000)
-            for tp in elsewhere:
-                committed = self._consumer.committed(tp, timeout_ms=2000)
-                if committed is None:
-                    committed = self._consumer.beginning_offsets([tp], timeout_ms=2000)[tp]
-                if ends[tp] > committed:
-                    return True
+            resume_at = self._group_positions(elsewhere)
         except Exception as exc:  # the broker cannot say now: wait, within the bound
             log.debug("offsets of partitions owned elsewhere: %s", exc)
             return True
-        return False
+        return any(ends[tp] > resume_at[tp] for tp in elsewhere)
+
+    def _group_positions(self, partitions) -> dict:
+        """Where the group resumes each partition: its commit, or else the first retained offset."""
+        positions = {}
+        for tp in partitions:
+            committed = self._consumer.committed(tp, timeout_ms=2000)
+            positions[tp] = (committed if committed is not None
+                             else self._consumer.beginning_offsets([tp], timeout_ms=2000)[tp])
+        return positions
 
     # ------------------------------------------------------------------ prepare
 
@@ -709,10 +713,7 @@ class ConsumerService:
         positions = {**waiting.first_offsets, **self._next_offsets}
         try:
             # A partition with no batch written in this run yet starts from its commit.
-            for tp in self._consumer.assignment() - positions.keys():
-                committed = self._consumer.committed(tp, timeout_ms=2000)
-                positions[tp] = (committed if committed is not None
-                                 else self._consumer.beginning_offsets([tp], timeout_ms=2000)[tp])
+            positions.update(self._group_positions(self._consumer.assignment() - positions.keys()))
             ends = self._consumer.end_offsets(list(positions), timeout_ms=2000)
         except Exception as exc:  # an unreachable broker is reported by the consumer itself
             log.debug("end offsets: %s", exc)
