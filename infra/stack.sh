@@ -118,6 +118,7 @@ kafka_start() {
     -cp "$KAFKA_DIR/libs/*" kafka.Kafka "$KAFKA_DIR/server.properties" \
     >"$KAFKA_DIR/logs/stdout.log" 2>&1 </dev/null &
   echo $! >"$KAFKA_DIR/kafka.pid"
+  started+=(kafka)
   log "Kafka $KAFKA_VERSION starting on 127.0.0.1:$KAFKA_PORT (pid $!)"
 }
 
@@ -194,6 +195,7 @@ es_start() {
     "$ES_HOME/bin/elasticsearch" -d -p "$ES_DIR/es.pid" \
     >>"$ES_DIR/logs/stdout.log" 2>&1 </dev/null \
     || die "Elasticsearch failed to start; see $ES_DIR/logs/stdout.log and $ES_DIR/logs/bp-monitor-local.log"
+  started+=(es)
   log "Elasticsearch $ES_VERSION starting on 127.0.0.1:$ES_PORT (pid $(cat "$ES_DIR/es.pid" 2>/dev/null || echo '?'))"
 }
 
@@ -279,6 +281,9 @@ want() { [ "$what" = all ] || [ "$what" = "$1" ]; }
 
 case "$cmd" in
   up|start)
+    # If one fails to start, stop what this call started: nothing is left half up.
+    started=()
+    trap 'rc=$?; if [ $rc -ne 0 ]; then for server in "${started[@]}"; do "${server}_stop"; done; fi' EXIT
     # Start both before waiting on either: their JVMs boot in parallel.
     if want kafka; then kafka_start; fi
     if want elasticsearch; then es_start; fi
