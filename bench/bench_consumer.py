@@ -32,6 +32,9 @@ the consumer gets a core to itself, as if Elasticsearch ran on another host (as 
 its own core is not saturated: the report gives its share). That tells whether the
 machine or the consumer process is the bound. Every affinity is restored afterwards; and
 should a run be killed inside, the next one gives the servers their cores back first.
+``--parse-free N`` then alternates N runs of ours as is with N where every message's
+reading was computed before the run and is looked up instead of parsed: the most a
+faster parser (native code included) could gain end to end here.
 With ``--profile``, one more run of ours is profiled (pyinstrument slows it: that run
 shows where the time goes, not the rate).
 
@@ -41,6 +44,7 @@ Prints a markdown section (and writes it to ``--out``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -122,6 +126,44 @@ def raw_read(settings, count: int, native: bool = False) -> float:
     elapsed = time.monotonic() - started
     consumer.close()
     return elapsed
+
+
+class ParsingPrecomputed:
+    """Within: bp consume's parse of a message is a lookup of the reading it gives,
+    computed beforehand from every message of the topic (``--parse-free``).
+
+    What parsing costs end to end, measured: the runs inside differ from bp consume
+    only there. A message the fast path does not take (a reject, another form) gets
+    None, as from the parser itself, and goes to the full validator as usual.
+    """
+
+    def __init__(self, settings, count: int) -> None:
+        from kafka import KafkaConsumer, TopicPartition
+
+        from bp_core.fhir.parse import parse_common_form
+
+        consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False,
+                                 auto_offset_reset="earliest", max_poll_records=5000)
+        consumer.assign([TopicPartition(settings.topic, p) for p in consumer.partitions_for_topic(settings.topic)])
+        self.readings: dict = {}
+        seen = 0
+        while seen < count:
+            for records in consumer.poll(timeout_ms=1000).values():
+                seen += len(records)
+                for record in records:
+                    self.readings[record.value] = parse_common_form(record.value)
+        consumer.close()
+
+    def __enter__(self):
+        from bp_core.consumer import batch
+
+        self._parser, batch.parse_common_form = batch.parse_common_form, self.readings.get
+        return self
+
+    def __exit__(self, *exc) -> None:
+        from bp_core.consumer import batch
+
+        batch.parse_common_form = self._parser
 
 
 def stack_pids() -> dict[str, int]:
@@ -392,6 +434,45 @@ def pinned_section(messages: int, raw_runs: list[float], our_runs: list[tuple[fl
     ]
 
 
+def parse_free_section(messages: int, raw_runs: list[float], parsing_runs: list, parse_free_runs: list) -> list[str]:
+    """The report of the runs with parsing made free (``--parse-free``)."""
+    raw_rate = statistics.median(messages / seconds for seconds in raw_runs)
+    rates = [[stats.messages / seconds for seconds, stats, _ in runs] for runs in (parsing_runs, parse_free_runs)]
+    medians = [statistics.median(r) for r in rates]
+    gains = [free / parsing for parsing, free in zip(*rates)]
+    cpus = [statistics.median(cpu["consumer process"] for _, _, cpu in runs) for runs in (parsing_runs, parse_free_runs)]
+    es = [statistics.median(cpu.get("Elasticsearch", 0.0) for _, _, cpu in runs) for runs in (parsing_runs, parse_free_runs)]
+    waits = [statistics.median(stats.wait_s for _, stats, _ in runs) for runs in (parsing_runs, parse_free_runs)]
+    bulks = [statistics.median(stats.index_s for _, stats, _ in runs) for runs in (parsing_runs, parse_free_runs)]
+    spans = [statistics.median(seconds for seconds, _, _ in runs) for runs in (parsing_runs, parse_free_runs)]
+    outcomes = {(stats.anomalies, stats.normals, stats.rejected) for _, stats, _ in parsing_runs + parse_free_runs}
+    if len(outcomes) != 1:  # the lookup must stand in for the parser, not change the work
+        raise SystemExit(f"--parse-free: the runs routed differently (anomalies, normals, rejected): {sorted(outcomes)}")
+    (anomalies, normals, rejected), = outcomes
+    return [
+        "",
+        f"What parsing costs end to end: {len(parse_free_runs)} more rounds of a raw read, bp consume as is, and bp "
+        "consume with each message's reading looked up instead of parsed (computed beforehand, as if the parser "
+        "took no time at all), the last two in alternating order. This is the most any faster parser, native code "
+        "included, could give here.",
+        "",
+        "| path | messages/s (median) | runs (messages/s) | ratio | consumer process CPU-s | Elasticsearch CPU-s "
+        "| span, s | Elasticsearch bulk, s | consumer thread waiting for the writer, s |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|",
+        f"| raw kafka-python read | {raw_rate:,.0f} | {', '.join(f'{messages / r:,.0f}' for r in raw_runs)} | 1.00 "
+        "| | | | | |",
+        *(f"| {name} | {medians[i]:,.0f} | {', '.join(f'{r:,.0f}' for r in rates[i])} | {medians[i] / raw_rate:.3f} × raw "
+          f"| {cpus[i]:.2f} | {es[i]:.2f} | {spans[i]:.2f} | {bulks[i]:.2f} | {waits[i]:.2f} |"
+          for i, name in enumerate(("bp consume", "bp consume, parsing free"))),
+        "",
+        f"Free parsing saves {1 - cpus[1] / cpus[0]:.0%} of the consumer process's CPU, and the rate changes by "
+        f"{', '.join(f'{g - 1:+.0%}' for g in gains)} run by run (median {statistics.median(gains) - 1:+.0%}); "
+        "the other columns are medians too. "
+        f"Every run, free parsing or not, indexed {anomalies} "
+        f"anomalies, archived {normals} normals and rejected {rejected}.",
+    ]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=100_000)
@@ -400,6 +481,9 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=3, help="untimed runs of each first (JVMs' JIT, page cache)")
     parser.add_argument("--pinned", type=int, default=0, metavar="N",
                         help="then N alternating runs of each with the stack's servers pinned to the last core")
+    parser.add_argument("--parse-free", type=int, default=0, metavar="N",
+                        help="then N alternating runs of ours as is and with each message's reading computed "
+                             "beforehand: what parsing costs end to end")
     parser.add_argument("--profile", action="store_true", help="profile one more run of ours with pyinstrument")
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "bench-consumer.md")
     args = parser.parse_args()
@@ -427,6 +511,9 @@ def main() -> int:
     our_runs: list[tuple[float, object, dict]] = []
     pinned_raw: list[float] = []
     pinned_ours: list[tuple[float, object, dict]] = []
+    parsing_runs: list[tuple[float, object, dict]] = []
+    parse_free_runs: list[tuple[float, object, dict]] = []
+    parse_free_raw: list[float] = []
     profiler = None
     try:
         fill_seconds = fill_topic(settings, args.messages)
@@ -447,6 +534,16 @@ def main() -> int:
                     pinned_ours.append((seconds, stats, cpu))
             if pinned.failure:
                 print(f"--pinned skipped: {pinned.failure}", file=sys.stderr)
+        if args.parse_free:
+            precomputed = ParsingPrecomputed(settings, args.messages)
+            for run in range(args.parse_free):
+                parse_free_raw.append(raw_read(settings, args.messages))  # the machine's speed drifts: a raw read each time
+                for free in ((False, True) if run % 2 == 0 else (True, False)):  # neither always goes first
+                    with precomputed if free else contextlib.nullcontext():
+                        seconds, stats, _, cpu = ours(settings, False, f"parse-{'free' if free else 'as-is'}{run}",
+                                                      args.messages)
+                    (parse_free_runs if free else parsing_runs).append((seconds, stats, cpu))
+            del precomputed
         if args.profile:
             _, _, profiler, _ = ours(settings, True, "profiled", args.messages)
         seed_seconds, seed_done = seed_style(settings, args.seed_style_sample)
@@ -461,7 +558,8 @@ def main() -> int:
         "## Consumer throughput (end to end)",
         "",
         f"Command: `.venv/bin/python bench/bench_consumer.py --messages {args.messages} --repeat {args.repeat}"
-        f"{f' --pinned {args.pinned}' if args.pinned else ''}{' --profile' if args.profile else ''}` — {machine()}; Kafka, Elasticsearch and the consumer on the same machine.",
+        f"{f' --pinned {args.pinned}' if args.pinned else ''}{f' --parse-free {args.parse_free}' if args.parse_free else ''}"
+        f"{' --profile' if args.profile else ''}` — {machine()}; Kafka, Elasticsearch and the consumer on the same machine.",
         "",
         f"The raw read and bp consume alternate, {args.repeat} runs each, after {args.warmup} untimed run(s) of each "
         "(a freshly started Elasticsearch spends several times the CPU per document until its JIT has compiled "
@@ -526,6 +624,8 @@ def main() -> int:
                   f"runs: at most about {args.messages / consumer_cpu / raw_rate:.2f}× the raw read."]
     if pinned_ours:
         lines += pinned_section(args.messages, pinned_raw, pinned_ours)
+    if parse_free_runs:
+        lines += parse_free_section(args.messages, parse_free_raw, parsing_runs, parse_free_runs)
     if profiler:
         text = profiler.output_text(unicode=False, color=False, show_all=False)
         lines += ["", "Profile of one more bp consume run (pyinstrument, top of the tree):", "", "```",
