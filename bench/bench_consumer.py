@@ -32,9 +32,10 @@ the consumer gets a core to itself, as if Elasticsearch ran on another host (as 
 its own core is not saturated: the report gives its share). That tells whether the
 machine or the consumer process is the bound. Every affinity is restored afterwards; and
 should a run be killed inside, the next one gives the servers their cores back first.
-``--parse-free N`` then alternates N runs of ours as is with N where every message's
-reading was computed before the run and is looked up instead of parsed: the most a
-faster parser (native code included) could gain end to end here.
+``--parse-free N`` then does N rounds of a raw read, ours as is, and ours with every
+message's reading computed before the run and looked up instead of parsed (those two in
+alternating order): the most a faster parser (native code included) could gain end to
+end here.
 With ``--profile``, one more run of ours is profiled (pyinstrument slows it: that run
 shows where the time goes, not the rate).
 
@@ -482,8 +483,8 @@ def main() -> int:
     parser.add_argument("--pinned", type=int, default=0, metavar="N",
                         help="then N alternating runs of each with the stack's servers pinned to the last core")
     parser.add_argument("--parse-free", type=int, default=0, metavar="N",
-                        help="then N alternating runs of ours as is and with each message's reading computed "
-                             "beforehand: what parsing costs end to end")
+                        help="then N rounds of a raw read, ours as is and ours with each message's reading "
+                             "computed beforehand: what parsing costs end to end")
     parser.add_argument("--profile", action="store_true", help="profile one more run of ours with pyinstrument")
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "bench-consumer.md")
     args = parser.parse_args()
