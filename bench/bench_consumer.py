@@ -116,14 +116,13 @@ def raw_read(settings, count: int, native: bool = False) -> float:
     if native and not use_native_records(consumer):
         raise SystemExit("the C record decoder is not available here")
     consumer.assign([TopicPartition(settings.topic, p) for p in consumer.partitions_for_topic(settings.topic)])
-    seen, size = 0, 0
+    seen = 0
     started = None
     while seen < count:
         for records in consumer.poll(timeout_ms=1000).values():
             if started is None:
                 started = time.monotonic()
             seen += len(records)
-            size += sum(len(r.value) for r in records)
     elapsed = time.monotonic() - started
     consumer.close()
     return elapsed
