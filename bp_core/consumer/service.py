@@ -21,9 +21,11 @@ A sink that fails transiently (Elasticsearch down, archive folder unwritable, DL
 acked) pauses every partition and retries the same batch with backoff; the loop keeps
 polling (nothing is returned while paused) so the member stays in its group. Nothing is
 committed until the batch is written, so a crash at any point replays from the last
-commit, and the sinks' idempotence (Elasticsearch ``_id``, archive positions) turns the
-replay into no duplicate. The dead-letter topic is at-least-once: a crash between its
-ack and the commit can repeat a DLQ record.
+commit, and the sinks' idempotence turns the replay into no duplicate: Elasticsearch
+by ``_id``, the archive by Kafka position, the dead-letter topic by the mark committed
+with the offsets (``bp_core.sinks.dlq_ledger``): the first time a batch holds a
+partition, what the DLQ holds for it since its last commit is read back, and not sent
+again.
 
 Rebalance callbacks run while this thread is inside ``poll()``. A revocation waits for
 the batch in flight to be written; its offsets are then committed for the partitions
@@ -54,6 +56,7 @@ from bp_core.rules import Thresholds
 from bp_core.settings import Settings
 from bp_core.sinks.archive import ArchiveBatch, ArchiveSink
 from bp_core.sinks.dlq import DeadLetterSink
+from bp_core.sinks.dlq_ledger import DeadLetterLedger, DeadLetterReader, decode_mark
 from bp_core.sinks.elasticsearch import ElasticsearchSink, error_reason, refused_for_good
 from bp_core.sinks.es_template import ensure_index_template
 
@@ -69,6 +72,7 @@ class ConsumerStats:
     anomalies: int = 0
     normals: int = 0
     rejected: int = 0
+    dlq_skipped: int = 0                  # rejects the DLQ already held (sent before a crash or a failed send)
     batches: int = 0
     commits: int = 0
     started: float = field(default_factory=time.monotonic)
@@ -89,7 +93,8 @@ class ConsumerStats:
         # The rate counts from the first batch, not from start-up (imports, group join).
         elapsed = max(time.monotonic() - (self.first_batch_at or self.started), 1e-9)
         return (f"messages={self.messages} readings={self.readings} anomalies={self.anomalies} "
-                f"normals={self.normals} rejected={self.rejected} rate={self.messages / elapsed:.0f}/s")
+                f"normals={self.normals} rejected={self.rejected} rate={self.messages / elapsed:.0f}/s"
+                + (f" dlq_already_held={self.dlq_skipped}" if self.dlq_skipped else ""))
 
 
 @dataclass(frozen=True)
@@ -193,6 +198,8 @@ class ConsumerService:
         self._consumer = None
         self._producer = None
         self._es = None
+        self._dlq_ledger = DeadLetterLedger()
+        self._dlq_reader: DeadLetterReader | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -257,6 +264,12 @@ class ConsumerService:
             )
         except KafkaError as exc:
             raise BPError(f"cannot reach Kafka at {self.settings.kafka_bootstrap}: {exc}") from exc
+        self._dlq_reader = DeadLetterReader(self.settings.kafka_bootstrap, self.settings.dlq_topic,
+                                            self.settings.topic)
+        try:
+            self._dlq_reader.end()  # connects now, not inside the first batch
+        except Exception as exc:  # not fatal: the first batch asks again, and waits for an answer
+            log.warning("could not read the dead-letter topic's end yet: %s: %s", type(exc).__name__, exc)
         use_native_records(self._consumer)
         self._consumer.subscribe(topics=[self.settings.topic], listener=_Listener(self))
         self._archive = ArchiveSink(self.settings.archive_dir, self.settings.topic)
@@ -297,6 +310,7 @@ class ConsumerService:
         self._archiver.shutdown(wait=True)
         for closer in (lambda: self._model_provider and self._model_provider.close(),
                        lambda: self._consumer and self._consumer.close(autocommit=False),
+                       lambda: self._dlq_reader and self._dlq_reader.close(),
                        lambda: self._producer and self._producer.close(timeout=10),
                        lambda: self._es and self._es.close()):
             try:
@@ -329,9 +343,9 @@ class ConsumerService:
                     dropped.append(self._inflight)
                 self._inflight = None
             if prepared is not None:
-                if dropped or generation != self._drop_generation:
-                    # It was read after a batch that is given up: it goes too, and both
-                    # are read again from the last commit.
+                if dropped or generation != self._drop_generation or not self._take_up(prepared):
+                    # It was read after a batch that is given up (it goes too, and both
+                    # are read again from the last commit), or the DLQ could not be read.
                     dropped.append(prepared)
                 else:
                     self._submit(prepared)
@@ -433,7 +447,8 @@ class ConsumerService:
             first_offsets={tp: records[0].offset for tp, records in batch.items()},
             es=ElasticsearchSink(self._es, self.settings.es_index),
             archive=ArchiveBatch(outcome.normals),
-            dlq=DeadLetterSink(self._producer, self.settings.dlq_topic),
+            dlq=DeadLetterSink(self._producer, self.settings.dlq_topic, ledger=self._dlq_ledger,
+                               reader=self._dlq_reader),
             messages=outcome.messages,
             readings=outcome.readings,
             anomalies=outcome.anomalies,
@@ -445,6 +460,45 @@ class ConsumerService:
         for record, reason in outcome.rejects:
             _reject(prepared.dlq, record, reason)
         return prepared
+
+    def _take_up(self, prepared: PreparedBatch) -> bool:
+        """Before a partition's first batch is written: read back what the DLQ holds for
+        its records from here on (from the mark committed with it), and commit a mark now
+        if it has none. False when Kafka did not answer: the batch is read again."""
+        from kafka import OffsetAndMetadata
+
+        new = [tp for tp in prepared.first_offsets if not self._dlq_ledger.knows(tp.partition)]
+        if not new:
+            return True
+        try:
+            end = self._dlq_reader.end()
+            committed = {tp: self._consumer.committed(tp, metadata=True, timeout_ms=30_000) for tp in new}
+            marks = {tp: decode_mark(c.metadata) if c is not None else None for tp, c in committed.items()}
+            # Where to read the DLQ from: the mark, or its beginning when the group reads
+            # the partition from before its commit (``--from-beginning``) or without one
+            # (a new group: what another group dead-lettered is not sent twice either).
+            start = min(0 if marks[tp] is None or prepared.first_offsets[tp] < committed[tp].offset else marks[tp]
+                        for tp in new)
+            found = self._dlq_reader.read(start, end)
+            unmarked = {}
+            for tp in new:
+                held = self._dlq_ledger.take_up(tp.partition, end, found, from_offset=prepared.first_offsets[tp])
+                if held:
+                    log.warning("partition %d: the dead-letter topic already holds %d record(s) of it from offset "
+                                "%d on; they are not sent again", tp.partition, held, prepared.first_offsets[tp])
+                if marks[tp] is None:
+                    unmarked[tp] = committed[tp].offset if committed[tp] is not None else prepared.first_offsets[tp]
+            if unmarked:
+                # A crash before this partition's first commit must find its DLQ records too.
+                self._consumer.commit({tp: OffsetAndMetadata(offset, self._dlq_ledger.commit_metadata(tp.partition, offset), -1)
+                                       for tp, offset in unmarked.items()})
+        except Exception as exc:  # a broker error or a timeout: nothing of the batch is written
+            self._dlq_ledger.forget(tp.partition for tp in new)
+            log.warning("could not read the dead-letter topic %s back (%s: %s); reading the batch again",
+                        self.settings.dlq_topic, type(exc).__name__, exc)
+            self._stop.wait(0.5)
+            return False
+        return True
 
     # ------------------------------------------------------------------ write and commit
 
@@ -542,6 +596,7 @@ class ConsumerService:
         stats.anomalies += prepared.anomalies - prepared.index_rejects
         stats.normals += prepared.normals
         stats.rejected += prepared.rejected + prepared.index_rejects
+        stats.dlq_skipped += prepared.dlq.skipped
         stats.batches += 1
         stats.last_batch_at = time.monotonic()
         stats.index_s += prepared.sink_seconds[0]
@@ -598,7 +653,10 @@ class ConsumerService:
         from kafka.errors import KafkaError
 
         owned = self._consumer.assignment()
-        to_commit = {tp: OffsetAndMetadata(offset, "", -1) for tp, offset in offsets.items() if tp in owned}
+        # The metadata carries the DLQ mark; computed now, it is right whenever it is sent
+        # (see ``DeadLetterLedger.commit_metadata``).
+        to_commit = {tp: OffsetAndMetadata(offset, self._dlq_ledger.commit_metadata(tp.partition, offset), -1)
+                     for tp, offset in offsets.items() if tp in owned}
         if not to_commit:
             return
         self._next_offsets.update({tp: om.offset for tp, om in to_commit.items()})
@@ -670,6 +728,7 @@ class ConsumerService:
                 self._drop_generation += 1
             inflight.revoked = True
         self._archive.forget([tp.partition for tp in revoked])
+        self._dlq_ledger.forget(tp.partition for tp in revoked)
         for tp in revoked:
             self._next_offsets.pop(tp, None)
             self._committed.pop(tp, None)

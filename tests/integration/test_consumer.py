@@ -154,13 +154,67 @@ def test_mixed_input_lands_exactly_where_it_should(settings, es):
     assert committed_total(settings.kafka_bootstrap, settings.consumer_group, settings.topic) == len(messages)
 
 
+def dlq_sources(settings) -> Counter:
+    """(source partition, source offset, stage) of every DLQ record, with repeats."""
+    return Counter((int(h["bp.source.partition"]), int(h["bp.source.offset"]), h["bp.error.stage"].decode())
+                   for h in (dict(r.headers) for r in read_all(settings.kafka_bootstrap, settings.dlq_topic)))
+
+
+def malformed_positions(settings) -> Counter:
+    return Counter((r.partition, r.offset, "parse") for r in read_all(settings.kafka_bootstrap, settings.topic)
+                   if r.value in (b"not json", b'{"resourceType": "Patient"}', b"[]"))
+
+
 def test_replay_from_beginning_duplicates_nothing(settings, es):
-    messages, expected = make_stream(600, seed=3)
+    messages, expected = make_stream(600, seed=3, malformed_every=31)
     send(settings.kafka_bootstrap, settings.topic, messages)
     run_in_process(settings)
     run_in_process(settings, from_beginning=True)
     assert es_ids(es, settings.es_index) == Counter(expected["anomaly"])
     assert archive_ids(settings) == Counter(expected["normal"])
+    assert dlq_sources(settings) == malformed_positions(settings), "each malformed message once in the DLQ"
+    assert sum(malformed_positions(settings).values()) == len(expected["dlq"])
+
+
+class _Died(BaseException):
+    """Ends a consumer as kill -9 would, as far as Kafka can tell: no further commit."""
+
+
+class DiesBeforeACommit(ConsumerService):
+    """Commits ``commits`` batches, then dies when the next one is written, uncommitted."""
+
+    def __init__(self, *args, commits: int, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.commits_left = commits
+
+    def _commit(self, offsets, *, wait=False):
+        if self.commits_left == 0:
+            raise _Died
+        self.commits_left -= 1
+        super()._commit(offsets, wait=wait)
+
+
+@pytest.mark.parametrize("commits", [0, 2])
+def test_dead_letters_written_before_a_crash_are_not_sent_again(settings, es, caplog, commits):
+    """Every sink written, the process gone before the commit: the next consumer re-reads
+    the batch and finds its dead letters already in the DLQ (also before any commit)."""
+    messages, expected = make_stream(3000, seed=17, malformed_every=25)
+    send(settings.kafka_bootstrap, settings.topic, messages)
+    doomed = DiesBeforeACommit(settings, ConsumerOptions(batch_size=400), commits=commits)
+    with pytest.raises(_Died):
+        doomed.run()
+    assert sum(dlq_sources(settings).values()) > 0  # its last batch was dead-lettered, not committed
+    caplog.clear()
+
+    service = run_in_process(settings)
+
+    assert service.stats.dlq_skipped > 0
+    assert "the dead-letter topic already holds" in caplog.text
+    assert dlq_sources(settings) == malformed_positions(settings), "each malformed message once in the DLQ"
+    assert sum(malformed_positions(settings).values()) == len(expected["dlq"])
+    assert es_ids(es, settings.es_index) == Counter(expected["anomaly"])
+    assert archive_ids(settings) == Counter(expected["normal"])
+    assert committed_total(settings.kafka_bootstrap, settings.consumer_group, settings.topic) == len(messages)
 
 
 def test_kill_9_repeatedly_mid_stream_loses_and_duplicates_nothing(settings, es, tmp_path):
@@ -190,9 +244,8 @@ def test_kill_9_repeatedly_mid_stream_loses_and_duplicates_nothing(settings, es,
     es_counts = es_ids(es, settings.es_index)
     assert es_counts == Counter(expected["anomaly"]), "every anomaly exactly once in Elasticsearch"
     assert archive_ids(settings) == Counter(expected["normal"]), "every normal exactly once in the archive"
-    dlq_sources = {(dict(r.headers)["bp.source.partition"], dict(r.headers)["bp.source.offset"])
-                   for r in read_all(settings.kafka_bootstrap, settings.dlq_topic)}
-    assert len(dlq_sources) == len(expected["dlq"])  # at-least-once: every malformed message is there
+    assert dlq_sources(settings) == malformed_positions(settings), "every malformed message once in the DLQ"
+    assert sum(malformed_positions(settings).values()) == len(expected["dlq"])
     assert committed_total(settings.kafka_bootstrap, settings.consumer_group, settings.topic) == len(messages)
 
 

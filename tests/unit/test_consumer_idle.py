@@ -25,6 +25,7 @@ from kafka import TopicPartition
 from bp_core.consumer.service import ConsumerOptions, ConsumerService, PreparedBatch
 from bp_core.settings import Settings
 from bp_core.sinks.archive import ArchiveSink
+from bp_core.sinks.dlq import DeadLetterSink
 
 P0 = TopicPartition("bp", 0)
 IDLE = 6.0
@@ -88,7 +89,8 @@ def idle_service(tmp_path) -> ConsumerService:
 
 
 def written_batch() -> PreparedBatch:
-    batch = PreparedBatch(offsets={P0: 500}, first_offsets={P0: 0}, es=None, archive=None, dlq=None, messages=500)
+    batch = PreparedBatch(offsets={P0: 500}, first_offsets={P0: 0}, es=None, archive=None,
+                          dlq=DeadLetterSink(None, "bp.dlq"), messages=500)
     batch.future = Future()
     batch.future.set_result(None)
     return batch
