@@ -18,13 +18,15 @@ other two sinks, with one number kept where the offsets are:
   refuses, each its own DLQ record, told apart by the reason, which names it).
 
 The mark at a commit of offset ``c`` is the lowest of: the DLQ position of any record
-known to be there for an offset at or after ``c`` (read back, or sent and not yet
-committed), the end of the DLQ when the partition was taken up, and the position after
-this process's last acknowledged DLQ record. The last two bound what a later record can
-be: a source partition has one writer at a time, and its records are appended after
-everything before them. A partition taken up without a mark (a new group, or offsets
-committed before marks existed) gets one committed at once, before any of its records can
-be dead-lettered, so a crash before its first batch's commit is covered too.
+known to be there for an offset at or after ``c`` (read back, or acknowledged and not
+yet committed); where a failed send of this partition's records may have landed, until
+the DLQ is read back; and otherwise the higher of the DLQ's end when the partition was
+taken up and the position after this process's last acknowledged DLQ record. Those two
+bound where a later record can land: a source partition has one writer at a time, and
+its records are appended after everything before them. A partition taken up without a
+mark (a new group, or offsets committed before marks existed) is read back from the
+DLQ's beginning and gets a mark committed at once, before any of its records can be
+dead-lettered, so a crash before its first batch's commit is covered too.
 
 ``DeadLetterLedger`` is pure bookkeeping (thread-safe: the consumer's thread commits,
 its writer thread sends); ``DeadLetterReader`` reads the DLQ back.
