@@ -72,7 +72,7 @@ class ConsumerStats:
     anomalies: int = 0
     normals: int = 0
     rejected: int = 0
-    dlq_skipped: int = 0                  # rejects the DLQ already held (sent before a crash or a failed send)
+    dlq_already_held: int = 0             # rejects not sent: the DLQ held them (sent before a crash, say)
     batches: int = 0
     commits: int = 0
     started: float = field(default_factory=time.monotonic)
@@ -94,7 +94,7 @@ class ConsumerStats:
         elapsed = max(time.monotonic() - (self.first_batch_at or self.started), 1e-9)
         return (f"messages={self.messages} readings={self.readings} anomalies={self.anomalies} "
                 f"normals={self.normals} rejected={self.rejected} rate={self.messages / elapsed:.0f}/s"
-                + (f" dlq_already_held={self.dlq_skipped}" if self.dlq_skipped else ""))
+                + (f" dlq_already_held={self.dlq_already_held}" if self.dlq_already_held else ""))
 
 
 @dataclass(frozen=True)
@@ -596,7 +596,7 @@ class ConsumerService:
         stats.anomalies += prepared.anomalies - prepared.index_rejects
         stats.normals += prepared.normals
         stats.rejected += prepared.rejected + prepared.index_rejects
-        stats.dlq_skipped += prepared.dlq.skipped
+        stats.dlq_already_held += prepared.dlq.already_held
         stats.batches += 1
         stats.last_batch_at = time.monotonic()
         stats.index_s += prepared.sink_seconds[0]

@@ -36,7 +36,7 @@ class DeadLetterSink:
         self.reader = reader  # reads back what a failed send may have left (with a ledger)
         self._pending: list[tuple[bytes | None, bytes | None, list, DeadLetterEntry]] = []
         self._sending: list[tuple[tuple, object]] = []  # (record, its future), awaiting the outcome
-        self.skipped = 0  # records not sent: the DLQ already held them
+        self.already_held = 0  # records not sent: the DLQ already held them
 
     def add(self, *, key: bytes | None, value: bytes | None, reason: str, stage: str,
             source_topic: str, partition: int, offset: int) -> None:
@@ -78,22 +78,21 @@ class DeadLetterSink:
         ledger = self.ledger
         if ledger is not None and self._pending:
             self._read_back()
-            seen: set = set()  # the very same record added twice is sent once
-            kept = [item for item in self._pending
-                    if not ledger.already_sent(item[3]) and not (item[3] in seen or seen.add(item[3]))]
-            self.skipped += len(self._pending) - len(kept)
+            kept = [item for item in self._pending if not ledger.already_sent(item[3])]
+            self.already_held += len(self._pending) - len(kept)
             self._pending = kept
         if not self._pending:
             return sent
         partition = DLQ_PARTITION if ledger is not None else None
         pending, self._pending = self._pending, []
-        for i, (key, value, headers, entry) in enumerate(pending):
+        for i, item in enumerate(pending):
+            key, value, headers, _ = item
             try:
                 future = self.producer.send(self.topic, key=key, value=value, headers=headers, partition=partition)
             except Exception as exc:  # refused before it was buffered (no metadata in time): not sent
                 self._pending = pending[i:]
-                self._failed(pending[i:], exc)
-            self._sending.append(((key, value, headers, entry), future))
+                raise SinkUnavailable(f"dead-letter topic {self.topic} refused a send: {type(exc).__name__}: {exc}") from exc
+            self._sending.append((item, future))
         return sent + self._settle()
 
     def _settle(self) -> int:

@@ -35,6 +35,7 @@ its writer thread sends); ``DeadLetterReader`` reads the DLQ back.
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Iterable, NamedTuple
 
@@ -211,8 +212,6 @@ class DeadLetterReader:
         Raises:
             TimeoutError: the DLQ did not yield its records up to ``end`` in time.
         """
-        import time
-
         found: list[tuple[DeadLetterEntry, int]] = []
         if start >= end:
             return found

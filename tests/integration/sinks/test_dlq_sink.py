@@ -70,7 +70,7 @@ def test_a_send_that_failed_but_landed_is_read_back_and_not_sent_again(stack, to
     _add(fresh, topic, [4], stage="index", reason="elasticsearch refused document b-1: …")
     _add(fresh, topic, [4], stage="index", reason="elasticsearch refused document b-2: …")
     assert fresh.flush() == 3               # 5 (parse) and 4 (index, twice): 3 and 4 (parse) are there
-    assert fresh.skipped == 2
+    assert fresh.already_held == 2
     records = read_all(stack.kafka_bootstrap, f"{topic}.dlq")
     positions = sorted((dict(r.headers)["bp.source.offset"], dict(r.headers)["bp.error.stage"]) for r in records)
     assert positions == [(b"3", b"parse"), (b"4", b"index"), (b"4", b"index"), (b"4", b"parse"), (b"5", b"parse")]
@@ -115,7 +115,7 @@ def test_a_flush_that_timed_out_settles_its_sends_instead_of_sending_again(stack
     assert sink.pending() == 2000
     sink.timeout_s = 30
     assert sink.flush() == 2000
-    assert sink.pending() == 0 and sink.skipped == 0
+    assert sink.pending() == 0 and sink.already_held == 0
     assert len(read_all(stack.kafka_bootstrap, f"{topic}.dlq")) == 2000
     sink.producer.close()
     sink.reader.close()
