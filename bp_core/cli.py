@@ -29,6 +29,7 @@ COMMANDS = {
     "generate": "generate",
     "train": "train",
     "promote": "promote",
+    "dlq": "dlq",
 }
 
 

@@ -409,32 +409,20 @@ def gather_archive(settings: Settings) -> dict:
 
 def gather_dlq(settings: Settings) -> dict:
     """Records of ``<topic>.dlq`` that came from the topic, and the first one's reason."""
-    from kafka import KafkaConsumer, TopicPartition
+    from bp_core.dead_letters import TopicMissing, read_dead_letters
 
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
     count, first_reason = 0, None
     try:
-        partitions = consumer.partitions_for_topic(settings.dlq_topic) or set()
-        tps = [TopicPartition(settings.dlq_topic, p) for p in sorted(partitions)]
-        if not tps:
-            return {"dlq": {"count": 0, "first_reason": None}}
-        consumer.assign(tps)
-        consumer.seek_to_beginning(*tps)
-        end = consumer.end_offsets(tps)
-        deadline = time.monotonic() + 60
-        while any(consumer.position(tp) < end[tp] for tp in tps):
-            if time.monotonic() > deadline:
-                raise DemoError(f"could not read {settings.dlq_topic} to its end within 60 s")
-            for records in consumer.poll(timeout_ms=500).values():
-                for record in records:
-                    headers = {k: v.decode("utf-8", "replace") for k, v in (record.headers or [])}
-                    if headers.get("bp.source.topic", settings.topic) != settings.topic:
-                        continue
-                    count += 1
-                    if first_reason is None:
-                        first_reason = headers.get("bp.error.reason")
-    finally:
-        consumer.close()
+        for letter in read_dead_letters(settings.kafka_bootstrap, settings.dlq_topic, timeout_s=60):
+            if (letter.source_topic or settings.topic) != settings.topic:
+                continue
+            count += 1
+            if first_reason is None:
+                first_reason = letter.reason or None
+    except TopicMissing:
+        pass
+    except TimeoutError as exc:
+        raise DemoError(f"could not read {settings.dlq_topic} to its end: {exc}") from exc
     return {"dlq": {"count": count, "first_reason": first_reason}}
 
 

@@ -1,4 +1,4 @@
-"""`bp consume` and `bp setup` argument errors: one line on stderr, exit 2, no traceback."""
+"""`bp consume`, `bp setup` and `bp dlq` argument errors: one line on stderr, exit 2, no traceback."""
 
 from __future__ import annotations
 
@@ -13,6 +13,10 @@ from bp_core.cli import main
     (["consume", "--metrics-port", "0"], "--metrics-port: must be positive"),
     (["consume", "--no-such-option"], "unrecognized arguments: --no-such-option"),
     (["setup", "--partitions", "zero"], "--partitions: invalid int value"),
+    (["dlq"], "the following arguments are required: ACTION"),
+    (["dlq", "undo"], "invalid choice: 'undo'"),
+    (["dlq", "show", "--limit", "0"], "--limit: must be positive, got 0"),
+    (["dlq", "replay", "--stage", "store"], "--stage: invalid choice: 'store'"),
 ])
 def test_bad_arguments_are_one_line_and_exit_2(argv, fragment, capsys):
     with pytest.raises(SystemExit) as exit_info:
