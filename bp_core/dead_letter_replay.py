@@ -115,6 +115,7 @@ class DeadLetterReplay:
         Raises:
             TopicMissing: no dead-letter topic, or no topic to replay into.
             ReplayFailed: Kafka did not acknowledge a send or a commit in time.
+            TimeoutError: Kafka delivered no record for ``timeout_s`` while reading.
         """
         from kafka import KafkaConsumer
         from kafka.errors import KafkaError
