@@ -164,6 +164,7 @@ class ConsumerService:
     """The long-running ``bp consume`` process (also used in-process by tests)."""
 
     _REVOCATION_WAIT_S = 60.0  # how long a revocation waits for the batch being written
+    _DLQ_DELIVERY_TIMEOUT_MS = 120_000  # the DLQ producer's: a send has landed or failed by then
     _INFLIGHT_POLL_MS = 20     # poll timeout while a batch is being written
     _RECOMMIT_DELAY_S = 0.5    # after a failed commit, before the durable offsets are sent again
     _RETRY_BACKOFF_MS = 20     # kafka-python's retry backoff, also its idle sleep inside poll (see _connect)
@@ -244,7 +245,8 @@ class ConsumerService:
         try:
             self._producer = KafkaProducer(
                 bootstrap_servers=self.settings.kafka_bootstrap, acks="all", linger_ms=5,
-                client_id="bp-consumer-dlq", max_block_ms=30_000, request_timeout_ms=30_000)
+                client_id="bp-consumer-dlq", max_block_ms=30_000, request_timeout_ms=30_000,
+                delivery_timeout_ms=self._DLQ_DELIVERY_TIMEOUT_MS)
             self._consumer = KafkaConsumer(
                 bootstrap_servers=self.settings.kafka_bootstrap,
                 group_id=self.settings.consumer_group,
@@ -727,6 +729,14 @@ class ConsumerService:
                 log.warning("batch in flight not written before revocation (%s): dropping it", exc)
                 self._drop_generation += 1
             inflight.revoked = True
+            # The next owner reads the DLQ back before it writes: no dead letter of this
+            # batch may land after that (a DLQ flush that timed out leaves sends in flight).
+            # Within the rebalance timeout (max.poll.interval, 300 s): 60 s + 125 s at most.
+            settled = inflight.future.done() and inflight.dlq.settle_in_flight(
+                self._DLQ_DELIVERY_TIMEOUT_MS / 1000 + 5)
+            if not settled:
+                log.warning("partitions %s revoked while dead letters of a batch were still unacknowledged: "
+                            "the next owner may write them again", sorted(tp.partition for tp in revoked))
         self._archive.forget([tp.partition for tp in revoked])
         self._dlq_ledger.forget(tp.partition for tp in revoked)
         for tp in revoked:

@@ -95,6 +95,22 @@ class DeadLetterSink:
             self._sending.append((item, future))
         return sent + self._settle()
 
+    def settle_in_flight(self, timeout_s: float) -> bool:
+        """Wait until no send of this sink is in flight: each has landed or failed for good.
+
+        For a batch given up when its partitions go to another member: the next owner
+        reads the DLQ back from the committed mark before it writes, so a send of ours
+        that landed after that read would be written twice. False if some are still in
+        flight after ``timeout_s`` (the producer's delivery timeout bounds them all).
+        """
+        if not self._sending:
+            return True
+        try:
+            self.producer.flush(timeout=timeout_s)
+        except Exception:  # a timeout: the return value says it
+            pass
+        return all(future.is_done for _, future in self._sending)
+
     def _settle(self) -> int:
         """Wait for the sends in flight; record what was acknowledged (and where)."""
         try:
