@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from dataclasses import dataclass
-from typing import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Iterator
 
 from bp_core.errors import BPError
 
-STAGES = ("parse", "index")
+STAGES = ("parse", "index")  # 'parse': not a usable Observation; 'index': refused by Elasticsearch
 REPLAY_HEADER = "bp.replay.of"  # on a replayed message: "<dlq topic>:<partition>:<offset>"
 _ES_PREFIX = "elasticsearch refused document "
 
@@ -124,24 +124,13 @@ class Summary:
     """Counts of dead letters by stage and by kind of reason."""
 
     total: int = 0
-    by_stage: Counter = None  # type: ignore[assignment]
-    by_kind: Counter = None   # type: ignore[assignment]  # (stage, kind) -> count
-
-    def __post_init__(self) -> None:
-        self.by_stage = Counter() if self.by_stage is None else self.by_stage
-        self.by_kind = Counter() if self.by_kind is None else self.by_kind
+    by_stage: Counter = field(default_factory=Counter)
+    by_kind: Counter = field(default_factory=Counter)  # (stage, kind) -> count
 
     def add(self, letter: DeadLetter) -> None:
         self.total += 1
         self.by_stage[letter.stage or "?"] += 1
         self.by_kind[(letter.stage or "?", letter.kind)] += 1
-
-
-def summarize(letters: Iterable[DeadLetter]) -> Summary:
-    summary = Summary()
-    for letter in letters:
-        summary.add(letter)
-    return summary
 
 
 # ---------------------------------------------------------------------------- Kafka
@@ -185,6 +174,8 @@ def read_range(consumer, starts: dict, ends: dict, *, timeout_s: float = 60.0) -
     done = [tp for tp in consumer.assignment() if tp not in todo]
     if done:
         consumer.pause(*done)
+    if todo:
+        consumer.resume(*todo)  # a consumer read with before has them paused
     for tp in todo:
         consumer.seek(tp, starts.get(tp, 0))
     deadline = time.monotonic() + timeout_s

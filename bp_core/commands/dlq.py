@@ -31,7 +31,9 @@ def add_arguments(parser) -> None:
 
 
 def _filters(parser) -> None:
-    parser.add_argument("--stage", choices=("parse", "index"),
+    from bp_core.dead_letters import STAGES
+
+    parser.add_argument("--stage", choices=STAGES,
                         help="only dead letters of this stage (parse: not a usable Observation; "
                              "index: refused by Elasticsearch)")
     parser.add_argument("--reason", metavar="TEXT", help="only dead letters whose reason contains TEXT (any case)")

@@ -103,12 +103,14 @@ class DeadLetterSink:
         that landed after that read would be written twice. False if some are still in
         flight after ``timeout_s`` (the producer's delivery timeout bounds them all).
         """
+        from kafka.errors import KafkaTimeoutError
+
         if not self._sending:
             return True
         try:
             self.producer.flush(timeout=timeout_s)
-        except Exception:  # a timeout: the return value says it
-            pass
+        except KafkaTimeoutError:
+            return False
         return all(future.is_done for _, future in self._sending)
 
     def _settle(self) -> int:

@@ -35,7 +35,6 @@ its writer thread sends); ``DeadLetterReader`` reads the DLQ back.
 from __future__ import annotations
 
 import threading
-import time
 from dataclasses import dataclass, field
 from typing import Iterable, NamedTuple
 
@@ -185,13 +184,12 @@ class DeadLetterReader:
         self._lock = threading.Lock()  # the consumer's thread takes partitions up, the writer reads back
 
     def _client(self):
-        from kafka import KafkaConsumer, TopicPartition
+        from kafka import TopicPartition
+
+        from bp_core.dead_letters import group_less_consumer
 
         if self._consumer is None:
-            self._consumer = KafkaConsumer(
-                bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False,
-                client_id="bp-consumer-dlq-reader", auto_offset_reset="earliest",
-                request_timeout_ms=int(self.timeout_s * 1000) + 5000)
+            self._consumer = group_less_consumer(self.bootstrap, "bp-consumer-dlq-reader", self.timeout_s)
             self._consumer.assign([TopicPartition(self.topic, DLQ_PARTITION)])
         return self._consumer, TopicPartition(self.topic, DLQ_PARTITION)
 
@@ -210,26 +208,17 @@ class DeadLetterReader:
         """The (entry, DLQ offset) of every record of ``source_topic`` in [start, end).
 
         Raises:
-            TimeoutError: the DLQ did not yield its records up to ``end`` in time.
+            TimeoutError: the DLQ yielded nothing for ``timeout_s`` before ``end``.
         """
+        from bp_core.dead_letters import read_range
+
         found: list[tuple[DeadLetterEntry, int]] = []
-        if start >= end:
-            return found
         with self._lock:
             consumer, tp = self._client()
-            consumer.seek(tp, start)
-            deadline = time.monotonic() + self.timeout_s
-            while consumer.position(tp) < end:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"reading {self.topic} back from offset {start} to {end} took over "
-                                       f"{self.timeout_s:.0f}s")
-                for records in consumer.poll(timeout_ms=200).values():
-                    for record in records:
-                        if record.offset >= end:
-                            break
-                        entry = entry_of_headers(record.headers, self.source_topic)
-                        if entry is not None:
-                            found.append((entry, record.offset))
+            for record in read_range(consumer, {tp: start}, {tp: end}, timeout_s=self.timeout_s):
+                entry = entry_of_headers(record.headers, self.source_topic)
+                if entry is not None:
+                    found.append((entry, record.offset))
         return found
 
     def close(self) -> None:

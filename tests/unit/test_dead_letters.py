@@ -7,7 +7,7 @@ from collections import namedtuple
 import pytest
 
 from bp_core.dead_letter_replay import decode_mark, encode_mark
-from bp_core.dead_letters import DeadLetter, parse_replay_header, reason_kind, replay_header, summarize
+from bp_core.dead_letters import DeadLetter, Summary, parse_replay_header, reason_kind, replay_header
 
 Record = namedtuple("Record", "topic partition offset key value headers")
 
@@ -69,7 +69,9 @@ def test_summary_counts_by_stage_and_kind():
     letters = [DeadLetter.from_record(record(offset=i)) for i in range(3)]
     letters.append(DeadLetter.from_record(record(offset=3, bp_error_stage=b"index",
                                                  bp_error_reason=b"elasticsearch refused document x: bad: y")))
-    summary = summarize(letters)
+    summary = Summary()
+    for letter in letters:
+        summary.add(letter)
     assert summary.total == 4 and summary.by_stage == {"parse": 3, "index": 1}
     assert summary.by_kind == {("parse", "not JSON"): 3, ("index", "elasticsearch: bad"): 1}
 
