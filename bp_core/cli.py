@@ -66,6 +66,21 @@ def configure_logging(verbose: bool) -> None:
     )
     for noisy in ("kafka", "elastic_transport", "urllib3", "mlflow", "alembic", "git"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    selector = logging.getLogger("kafka.net.selector")
+    if verbose:
+        selector.removeFilter(_drop_slow_task_warnings)
+    else:
+        selector.addFilter(_drop_slow_task_warnings)
+
+
+def _drop_slow_task_warnings(record: logging.LogRecord) -> bool:
+    """False for kafka-python's "Task ... ran for 0.13s (>0.100s threshold). It is blocking
+    the event loop" warning, a diagnostic for kafka-python's own developers: one step of its
+    network thread took over 0.1 s (seen here now and then, at start-up and under load).
+    That delays its other work by a fraction of a second against timeouts of seconds
+    (kafka-python's defaults: a heartbeat every 3 s, a 45 s session), so it says nothing an
+    operator can act on; ``--verbose`` shows it."""
+    return not (record.levelno == logging.WARNING and "threshold). It is blocking the event loop" in record.getMessage())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -89,9 +89,10 @@ class ConsumerStats:
     archive_s: float = 0.0
     dlq_s: float = 0.0
 
-    def line(self) -> str:
-        # The rate counts from the first batch, not from start-up (imports, group join).
-        elapsed = max(time.monotonic() - (self.first_batch_at or self.started), 1e-9)
+    def line(self, until: float | None = None) -> str:
+        """The totals on one line; the rate counts from the first batch (not from start-up:
+        imports, group join) until ``until`` (monotonic; default now)."""
+        elapsed = max((until or time.monotonic()) - (self.first_batch_at or self.started), 1e-9)
         return (f"messages={self.messages} readings={self.readings} anomalies={self.anomalies} "
                 f"normals={self.normals} rejected={self.rejected} rate={self.messages / elapsed:.0f}/s"
                 + (f" dlq_already_held={self.dlq_already_held}" if self.dlq_already_held else ""))
@@ -319,7 +320,8 @@ class ConsumerService:
                 closer()
             except Exception as exc:  # closing is best effort; everything durable is committed
                 log.debug("close: %s", exc)
-        log.info("stopped: %s", self.stats.line())
+        # Until the last batch was written: an idle wait before exiting is no work.
+        log.info("stopped: %s", self.stats.line(until=self.stats.last_batch_at))
 
     # ------------------------------------------------------------------ main loop
 
