@@ -8,20 +8,24 @@ PYTEST_ARGS ?=
 # make test runs on this many pytest-xdist workers; 0 runs everything in one process.
 TEST_WORKERS ?= 2
 
-.PHONY: help install stack-up stack-down stack-status test test-unit demo bench lock clean
+.PHONY: help install system-tools stack-up stack-down stack-status test test-unit demo bench lock clean
 
 help:
 	@echo "make install       create/refresh .venv (pinned by requirements.lock)"
 	@echo "make stack-up      start the local Kafka + Elasticsearch (no Docker)"
 	@echo "make stack-down    stop them"
 	@echo "make stack-status  show what runs where"
-	@echo "make test          install, start the stack if needed, run every test, stop what it started"
+	@echo "make test          install (system tools too), start the stack if needed, run every test, stop what it started"
 	@echo "make test-unit     the fast tests that need no service"
 	@echo "make demo          install, start the stack if down, run the DAG chain, stream, print a summary (leaves everything up)"
 	@echo "make bench         every benchmark against the local stack; rewrites docs/benchmarks.md"
 
 install:
 	@infra/install.sh
+
+# docker-compose, unzip, Chromium: apt-get installs what is missing (as root on Debian).
+system-tools:
+	@infra/system-tools.sh
 
 stack-up:
 	@$(STACK) up
@@ -33,7 +37,7 @@ stack-status:
 	@$(STACK) status
 
 # Starts the stack only when it is down, and stops only what it started.
-test: install
+test: install system-tools
 	@started=0; \
 	if ! $(STACK) is-up; then $(STACK) up || exit 1; started=1; fi; \
 	$(PYTEST) -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder $(PYTEST_ARGS); rc=$$?; \

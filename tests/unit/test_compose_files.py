@@ -29,7 +29,7 @@ SECRET_VARIABLES = ("ELASTIC_PASSWORD", "KIBANA_PASSWORD", "KIBANA_ENCRYPTION_KE
 def docker_compose() -> str:
     path = shutil.which("docker-compose")
     if path is None:
-        pytest.fail("docker-compose is not installed: `apt-get install docker-compose` (.ci/run does it)",
+        pytest.fail("docker-compose is not installed: `apt-get install docker-compose` (`make test` does it as root)",
                     pytrace=False)
     return path
 
