@@ -231,7 +231,9 @@ def test_a_revocation_waits_for_the_dead_letters_still_in_flight(settings):
     from bp_core.sinks.archive import ArchiveSink
     from bp_core.sinks.dlq import DeadLetterSink
 
-    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=5)
+    # A minute's linger keeps the sends in the producer until flush(): none can be
+    # acknowledged before it, so the 0.1 ms flush times out with them in flight.
+    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=60_000)
     sink = DeadLetterSink(producer, settings.dlq_topic, timeout_s=0.0001)
     for offset in range(2000):
         sink.add(key=b"pat-1", value=b"x" * 200, reason="not JSON", stage="parse",
