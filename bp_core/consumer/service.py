@@ -51,6 +51,7 @@ import orjson
 from bp_core.errors import BPError, SinkUnavailable
 from bp_core.consumer.metrics import ConsumerMetrics
 from bp_core.consumer.batch import route_records
+from bp_core.consumer.coordinator_check import check_coordinator_in_place
 from bp_core.consumer.native_records import use_native_records
 from bp_core.rules import Thresholds
 from bp_core.settings import Settings
@@ -274,6 +275,7 @@ class ConsumerService:
         except Exception as exc:  # not fatal: the first batch asks again, and waits for an answer
             log.warning("could not read the dead-letter topic's end yet: %s: %s", type(exc).__name__, exc)
         use_native_records(self._consumer)
+        check_coordinator_in_place(self._consumer)
         self._consumer.subscribe(topics=[self.settings.topic], listener=_Listener(self))
         self._archive = ArchiveSink(self.settings.archive_dir, self.settings.topic)
         if self._model_provider is None:
