@@ -17,8 +17,8 @@ kafka-python puts them.
 
 It replaces a method of one consumer's coordinator (not of the class), through private
 attributes, which is why kafka-python is pinned (3.0.12); when they are missing the
-consumer is left as it is. tests/unit/test_coordinator_check.py covers the decision and
-tests/integration/test_native_records_broker.py a consumer against the real broker.
+consumer is left as it is. tests/unit/test_coordinator_check.py covers the decision,
+tests/integration/test_coordinator_check_broker.py a consumer against the real broker.
 """
 
 from __future__ import annotations

@@ -93,7 +93,8 @@ class ConsumerStats:
     def line(self, until: float | None = None) -> str:
         """The totals on one line; the rate counts from the first batch (not from start-up:
         imports, group join) until ``until`` (monotonic; default now)."""
-        elapsed = max((until or time.monotonic()) - (self.first_batch_at or self.started), 1e-9)
+        end = time.monotonic() if until is None else until
+        elapsed = max(end - (self.first_batch_at or self.started), 1e-9)
         return (f"messages={self.messages} readings={self.readings} anomalies={self.anomalies} "
                 f"normals={self.normals} rejected={self.rejected} rate={self.messages / elapsed:.0f}/s"
                 + (f" dlq_already_held={self.dlq_already_held}" if self.dlq_already_held else ""))
