@@ -591,11 +591,18 @@ def main() -> int:
         "C), prepares each batch (parse, score, route) and waits for the batch before "
         "to be written; writer threads make each batch durable meanwhile (the archive while the bulk request is in flight):",
         "",
-        "| consumer thread | seconds | writer thread | seconds |",
-        "|---|---:|---|---:|",
-        f"| Kafka poll | {stats.poll_s:.2f} | Elasticsearch bulk | {stats.index_s:.2f} |",
-        f"| prepare (parse, score, route) | {stats.prepare_s:.2f} | archive (write + fsync, during the bulk) | {stats.archive_s:.2f} |",
-        f"| waiting for the writer | {stats.wait_s:.2f} | dead-letter topic | {stats.dlq_s:.2f} |",
+        "| consumer thread | seconds | of which on a CPU | writer thread | seconds |",
+        "|---|---:|---:|---|---:|",
+        f"| Kafka poll | {stats.poll_s:.2f} | {stats.poll_cpu_s:.2f} | Elasticsearch bulk | {stats.index_s:.2f} |",
+        f"| prepare (parse, score, route) | {stats.prepare_s:.2f} | {stats.prepare_cpu_s:.2f} | "
+        f"archive (write + fsync, during the bulk) | {stats.archive_s:.2f} |",
+        f"| waiting for the writer | {stats.wait_s:.2f} | | dead-letter topic | {stats.dlq_s:.2f} |",
+        "",
+        "Of its time in a poll or preparing a batch, the consumer thread spent "
+        f"{stats.poll_s + stats.prepare_s - stats.poll_cpu_s - stats.prepare_cpu_s:.2f} s off a CPU: waiting for a "
+        "fetch, for kafka-python's network thread, for the GIL (held by the writer threads and kafka-python's, "
+        "and taken back after each lz4 decompression, which gives it up) or for a core (Elasticsearch and the "
+        "broker share them).",
     ]
     processes = {name: cpu[name] for name in ("consumer process", "Elasticsearch", "Kafka broker") if name in cpu}
     threads = {name: seconds for name, seconds in cpu.items()

@@ -86,6 +86,10 @@ class ConsumerStats:
     poll_s: float = 0.0
     prepare_s: float = 0.0
     wait_s: float = 0.0
+    # Of poll_s and prepare_s, the time this thread was on a CPU (time.thread_time): the
+    # rest it waited, for a fetch, for kafka-python's network thread or for the GIL.
+    poll_cpu_s: float = 0.0
+    prepare_cpu_s: float = 0.0
     index_s: float = 0.0
     archive_s: float = 0.0
     dlq_s: float = 0.0
@@ -334,14 +338,16 @@ class ConsumerService:
             if self._model_provider.maybe_refresh():
                 self._report_model()
             generation = self._drop_generation
-            polled_at = time.monotonic()
+            polled_at, polled_cpu = time.monotonic(), time.thread_time()
             batch = self._consumer.poll(timeout_ms=self._poll_timeout_ms())
-            now = time.monotonic()
+            now, now_cpu = time.monotonic(), time.thread_time()
             if batch:
                 if self.stats.first_batch_at is not None:  # the first poll waits for the group, not for records
                     self.stats.poll_s += now - polled_at
+                    self.stats.poll_cpu_s += now_cpu - polled_cpu
                 prepared = self._prepare(batch)
                 self.stats.prepare_s += time.monotonic() - now
+                self.stats.prepare_cpu_s += time.thread_time() - now_cpu
             else:
                 prepared = None
             dropped: list[PreparedBatch] = []
