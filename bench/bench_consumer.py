@@ -24,8 +24,10 @@ times the CPU per document while its JIT compiles the indexing path. Bulk-indexi
 same 37,000 documents into a fresh index, run after run, took it 11.9 CPU-seconds for
 the first two runs, 6.2 for the next two and 4.7 for the two after (of which 7.2, 3.9
 and 2.2 in its compiler threads), and about 1.0 a run once warm: work the cluster of a
-long-running consumer did long ago. Three runs do not finish it, so the report splits
-the JIT's share out of Elasticsearch's CPU.
+long-running consumer did long ago. Three runs do not finish it: warming goes on, up to
+``--max-warmup`` runs (default 15), until Elasticsearch's compiler threads used at most
+``--warm-jit-share`` (default 5%) of its CPU in a run, and the report still splits the
+JIT's share out of Elasticsearch's CPU.
 ``--pinned N`` then alternates N more runs of each with the stack's servers (Elasticsearch,
 the Kafka broker: every thread) pinned to the last core and this process to the others:
 the consumer gets a core to itself, as if Elasticsearch ran on another host (as long as
@@ -479,6 +481,10 @@ def main() -> int:
     parser.add_argument("--seed-style-sample", type=int, default=3000)
     parser.add_argument("--repeat", type=int, default=3, help="alternating runs of the raw read and ours")
     parser.add_argument("--warmup", type=int, default=3, help="untimed runs of each first (JVMs' JIT, page cache)")
+    parser.add_argument("--max-warmup", type=int, default=15,
+                        help="more untimed runs, up to this many in all, while Elasticsearch's JIT is still busy")
+    parser.add_argument("--warm-jit-share", type=float, default=0.05,
+                        help="Elasticsearch is warm when its JIT compiler used at most this share of its CPU in a run")
     parser.add_argument("--pinned", type=int, default=0, metavar="N",
                         help="then N alternating runs of each with the stack's servers pinned to the last core")
     parser.add_argument("--parse-free", type=int, default=0, metavar="N",
@@ -518,9 +524,13 @@ def main() -> int:
     try:
         fill_seconds = fill_topic(settings, args.messages)
         version = register_champion(settings)
-        for run in range(args.warmup):
+        warmups, jit_share = 0, None
+        while warmups < args.warmup or (warmups < args.max_warmup and jit_share is not None
+                                        and jit_share > args.warm_jit_share):
             raw_read(settings, args.messages)
-            ours(settings, False, f"warmup{run}", args.messages)
+            _, _, _, cpu = ours(settings, False, f"warmup{warmups}", args.messages)
+            warmups += 1
+            jit_share = cpu[JIT] / cpu["Elasticsearch"] if cpu.get("Elasticsearch") and JIT in cpu else None
         for run in range(args.repeat):
             raw_runs.append(raw_read(settings, args.messages))
             native_runs.append(raw_read(settings, args.messages, native=True))
@@ -561,9 +571,12 @@ def main() -> int:
         f"{f' --pinned {args.pinned}' if args.pinned else ''}{f' --parse-free {args.parse_free}' if args.parse_free else ''}"
         f"{' --profile' if args.profile else ''}` — {machine()}; Kafka, Elasticsearch and the consumer on the same machine.",
         "",
-        f"The raw read and bp consume alternate, {args.repeat} runs each, after {args.warmup} untimed run(s) of each "
+        f"The raw read and bp consume alternate, {args.repeat} runs each, after {warmups} untimed runs of each "
         "(a freshly started Elasticsearch spends several times the CPU per document until its JIT has compiled "
-        "the indexing path); rates are medians, each run's rate is listed.",
+        f"the indexing path: at least {args.warmup}, then until its JIT compiler used at most "
+        f"{args.warm_jit_share:.0%} of its CPU in a run, at most {args.max_warmup}"
+        + (f"; in the last one, {jit_share:.0%}" if jit_share is not None else "")
+        + "); rates are medians, each run's rate is listed.",
         "",
         "| path | messages | messages/s (median) | runs (messages/s) | ratio |",
         "|---|---:|---:|---|---:|",
