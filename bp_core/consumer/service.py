@@ -87,7 +87,7 @@ class ConsumerStats:
     prepare_s: float = 0.0
     wait_s: float = 0.0
     # Of poll_s and prepare_s, the time this thread was on a CPU (time.thread_time): the
-    # rest it waited, for a fetch, for kafka-python's network thread or for the GIL.
+    # rest it waited, for a fetch, for kafka-python's network thread, the GIL or a core.
     poll_cpu_s: float = 0.0
     prepare_cpu_s: float = 0.0
     index_s: float = 0.0

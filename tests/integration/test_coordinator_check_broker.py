@@ -4,16 +4,17 @@ coordinator check to kafka-python's network thread (a plain consumer does, every
 
 from __future__ import annotations
 
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaConsumer
 
 from bp_core.consumer.coordinator_check import check_coordinator_in_place
+from tests.integration.helpers import committed_total, send
 
 MESSAGES = 3000
 
 
-def consume_in_group(bootstrap: str, topic: str, group: str, *, check: bool) -> tuple[int, int, dict]:
+def consume_in_group(bootstrap: str, topic: str, group: str, *, check: bool) -> tuple[int, int]:
     """Read the topic whole in a new group and commit; returns (records read, coordinator
-    checks run on the network thread after the first records, committed offsets)."""
+    checks run on the network thread after the first records)."""
     consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False,
                              auto_offset_reset="earliest", max_poll_records=100)
     if check:
@@ -31,28 +32,17 @@ def consume_in_group(bootstrap: str, topic: str, group: str, *, check: bool) -> 
         if len(offsets) == MESSAGES:
             break
     consumer.commit()
-    committed = {tp.partition: consumer.committed(tp) for tp in consumer.assignment()}
     consumer.close()
-    checks = round_trips[after_first:].count("ensure_coordinator_ready_async")
-    return len(offsets), checks, committed
+    return len(offsets), round_trips[after_first:].count("ensure_coordinator_ready_async")
 
 
 def test_a_joined_consumer_checks_its_coordinator_in_place(stack, topic, group):
-    producer = KafkaProducer(bootstrap_servers=stack.kafka_bootstrap, acks="all", linger_ms=5)
-    for i in range(MESSAGES):
-        producer.send(topic, key=f"p{i % 7}".encode(), value=f"m{i}".encode())
-    producer.flush()
-    producer.close()
-    end = {p: 0 for p in range(3)}
-    probe = KafkaConsumer(bootstrap_servers=stack.kafka_bootstrap)
-    end.update({tp.partition: offset for tp, offset in
-                probe.end_offsets([TopicPartition(topic, p) for p in range(3)]).items()})
-    probe.close()
+    send(stack.kafka_bootstrap, topic, [(f"p{i % 7}".encode(), f"m{i}".encode()) for i in range(MESSAGES)])
 
-    read, plain_checks, plain_committed = consume_in_group(stack.kafka_bootstrap, topic, f"{group}-plain", check=False)
-    assert read == MESSAGES and plain_committed == end
+    read, plain_checks = consume_in_group(stack.kafka_bootstrap, topic, f"{group}-plain", check=False)
+    assert read == MESSAGES and committed_total(stack.kafka_bootstrap, f"{group}-plain", topic) == MESSAGES
     assert plain_checks >= MESSAGES // 100 // 2, plain_checks  # the round trip this removes: about one per poll
 
-    read, checks, committed = consume_in_group(stack.kafka_bootstrap, topic, f"{group}-checked", check=True)
-    assert read == MESSAGES and committed == end
+    read, checks = consume_in_group(stack.kafka_bootstrap, topic, f"{group}-checked", check=True)
+    assert read == MESSAGES and committed_total(stack.kafka_bootstrap, f"{group}-checked", topic) == MESSAGES
     assert checks == 0
