@@ -168,6 +168,35 @@ class ParsingPrecomputed:
         batch.parse_common_form = self._parser
 
 
+class BulkNotSent:
+    """Within: bp consume's Elasticsearch bulk requests are encoded as usual but not sent,
+    and every document counts as indexed (``--without-es``).
+
+    What Elasticsearch's share of this machine costs end to end, measured: the runs
+    inside differ from bp consume only there, so the consumer process does all its own
+    work (parse, score, route, encode the bulk body, archive with fsync, dead letters,
+    commit) while Elasticsearch does none. A diagnostic of the benchmark only: nothing
+    in bp_core can skip its writes.
+    """
+
+    def __enter__(self):
+        from bp_core.sinks.elasticsearch import ElasticsearchSink, bulk_body
+
+        def encode_only(sink):
+            if sink._ids:
+                bulk_body(sink._ids, sink._documents)
+            sink._ids, sink._keys, sink._documents = [], [], []
+            return sink._take_rejected()
+
+        self._flush, ElasticsearchSink.flush = ElasticsearchSink.flush, encode_only
+        return self
+
+    def __exit__(self, *exc) -> None:
+        from bp_core.sinks.elasticsearch import ElasticsearchSink
+
+        ElasticsearchSink.flush = self._flush
+
+
 def stack_pids() -> dict[str, int]:
     """The local stack's server processes that are running, by name."""
     stack = Path(os.environ.get("BP_STACK_DIR", REPO / ".stack"))
@@ -436,28 +465,26 @@ def pinned_section(messages: int, raw_runs: list[float], our_runs: list[tuple[fl
     ]
 
 
-def parse_free_section(messages: int, raw_runs: list[float], parsing_runs: list, parse_free_runs: list) -> list[str]:
-    """The report of the runs with parsing made free (``--parse-free``)."""
+def _variant_table(messages: int, raw_runs: list[float], as_is_runs: list, variant_runs: list, option: str,
+                   variant: str) -> tuple[list[str], list[float], list[float], tuple[int, int, int]]:
+    """The table comparing bp consume as is with a variant of it measured in alternating
+    rounds after a raw read each. Returns (its lines, the variant's rate / bp consume's
+    round by round, the median consumer process CPU-s of each, (anomalies, normals,
+    rejected) of every run)."""
     raw_rate = statistics.median(messages / seconds for seconds in raw_runs)
-    rates = [[stats.messages / seconds for seconds, stats, _ in runs] for runs in (parsing_runs, parse_free_runs)]
+    runs = (as_is_runs, variant_runs)
+    rates = [[stats.messages / seconds for seconds, stats, _ in r] for r in runs]
     medians = [statistics.median(r) for r in rates]
-    gains = [free / parsing for parsing, free in zip(*rates)]
-    cpus = [statistics.median(cpu["consumer process"] for _, _, cpu in runs) for runs in (parsing_runs, parse_free_runs)]
-    es = [statistics.median(cpu.get("Elasticsearch", 0.0) for _, _, cpu in runs) for runs in (parsing_runs, parse_free_runs)]
-    waits = [statistics.median(stats.wait_s for _, stats, _ in runs) for runs in (parsing_runs, parse_free_runs)]
-    bulks = [statistics.median(stats.index_s for _, stats, _ in runs) for runs in (parsing_runs, parse_free_runs)]
-    spans = [statistics.median(seconds for seconds, _, _ in runs) for runs in (parsing_runs, parse_free_runs)]
-    outcomes = {(stats.anomalies, stats.normals, stats.rejected) for _, stats, _ in parsing_runs + parse_free_runs}
-    if len(outcomes) != 1:  # the lookup must stand in for the parser, not change the work
-        raise SystemExit(f"--parse-free: the runs routed differently (anomalies, normals, rejected): {sorted(outcomes)}")
-    (anomalies, normals, rejected), = outcomes
-    return [
-        "",
-        f"What parsing costs end to end: {len(parse_free_runs)} more rounds of a raw read, bp consume as is, and bp "
-        "consume with each message's reading looked up instead of parsed (computed beforehand, as if the parser "
-        "took no time at all), the last two in alternating order. This is the most any faster parser, native code "
-        "included, could give here.",
-        "",
+    gains = [changed / as_is for as_is, changed in zip(*rates)]
+    cpus = [statistics.median(cpu["consumer process"] for _, _, cpu in r) for r in runs]
+    es = [statistics.median(cpu.get("Elasticsearch", 0.0) for _, _, cpu in r) for r in runs]
+    waits = [statistics.median(stats.wait_s for _, stats, _ in r) for r in runs]
+    bulks = [statistics.median(stats.index_s for _, stats, _ in r) for r in runs]
+    spans = [statistics.median(seconds for seconds, _, _ in r) for r in runs]
+    outcomes = {(stats.anomalies, stats.normals, stats.rejected) for _, stats, _ in as_is_runs + variant_runs}
+    if len(outcomes) != 1:  # the variant must change one cost, not the work
+        raise SystemExit(f"{option}: the runs routed differently (anomalies, normals, rejected): {sorted(outcomes)}")
+    lines = [
         "| path | messages/s (median) | runs (messages/s) | ratio | consumer process CPU-s | Elasticsearch CPU-s "
         "| span, s | Elasticsearch bulk, s | consumer thread waiting for the writer, s |",
         "|---|---:|---|---:|---:|---:|---:|---:|---:|",
@@ -465,13 +492,56 @@ def parse_free_section(messages: int, raw_runs: list[float], parsing_runs: list,
         "| | | | | |",
         *(f"| {name} | {medians[i]:,.0f} | {', '.join(f'{r:,.0f}' for r in rates[i])} | {medians[i] / raw_rate:.3f} × raw "
           f"| {cpus[i]:.2f} | {es[i]:.2f} | {spans[i]:.2f} | {bulks[i]:.2f} | {waits[i]:.2f} |"
-          for i, name in enumerate(("bp consume", "bp consume, parsing free"))),
+          for i, name in enumerate(("bp consume", f"bp consume, {variant}"))),
+    ]
+    (outcome,) = outcomes
+    return lines, gains, cpus, outcome
+
+
+def _changes(gains: list[float]) -> str:
+    return f"{', '.join(f'{g - 1:+.0%}' for g in gains)} run by run (median {statistics.median(gains) - 1:+.0%})"
+
+
+def parse_free_section(messages: int, raw_runs: list[float], parsing_runs: list, parse_free_runs: list) -> list[str]:
+    """The report of the runs with parsing made free (``--parse-free``)."""
+    table, gains, cpus, (anomalies, normals, rejected) = _variant_table(
+        messages, raw_runs, parsing_runs, parse_free_runs, "--parse-free", "parsing free")
+    return [
+        "",
+        f"What parsing costs end to end: {len(parse_free_runs)} more rounds of a raw read, bp consume as is, and bp "
+        "consume with each message's reading looked up instead of parsed (computed beforehand, as if the parser "
+        "took no time at all), the last two in alternating order. This is the most any faster parser, native code "
+        "included, could give here.",
+        "",
+        *table,
         "",
         f"Free parsing saves {1 - cpus[1] / cpus[0]:.0%} of the consumer process's CPU, and the rate changes by "
-        f"{', '.join(f'{g - 1:+.0%}' for g in gains)} run by run (median {statistics.median(gains) - 1:+.0%}); "
-        "the other columns are medians too. "
+        f"{_changes(gains)}; the other columns are medians too. "
         f"Every run, free parsing or not, indexed {anomalies} "
         f"anomalies, archived {normals} normals and rejected {rejected}.",
+    ]
+
+
+def without_es_section(messages: int, raw_runs: list[float], with_es_runs: list, without_es_runs: list) -> list[str]:
+    """The report of the runs whose bulk requests were encoded but not sent (``--without-es``)."""
+    table, gains, cpus, (anomalies, normals, rejected) = _variant_table(
+        messages, raw_runs, with_es_runs, without_es_runs, "--without-es", "bulk requests encoded, not sent")
+    raw_rate = statistics.median(messages / seconds for seconds in raw_runs)
+    rates = [statistics.median(stats.messages / seconds for seconds, stats, _ in r) for r in (with_es_runs, without_es_runs)]
+    return [
+        "",
+        f"What Elasticsearch's share of this machine costs end to end: {len(without_es_runs)} more rounds of a raw "
+        "read, bp consume as is, and bp consume with each bulk request encoded as usual but not sent (every "
+        "document counts as indexed; the archive, the dead-letter topic and the commits as usual), the last two "
+        "in alternating order. The second is the consumer process on its own, as if Elasticsearch ran on another "
+        "host and answered at once.",
+        "",
+        *table,
+        "",
+        f"Without Elasticsearch's work beside it, bp consume reaches {rates[1] / raw_rate:.3f}× the raw read "
+        f"({rates[0] / raw_rate:.3f}× with it): the rate changes by {_changes(gains)}; the consumer process used "
+        f"{cpus[1]:.2f} CPU-s against {cpus[0]:.2f} (no HTTP request sent, no response read). "
+        f"Every run indexed or counted {anomalies} anomalies, archived {normals} normals and rejected {rejected}.",
     ]
 
 
@@ -490,6 +560,9 @@ def main() -> int:
     parser.add_argument("--parse-free", type=int, default=0, metavar="N",
                         help="then N rounds of a raw read, ours as is and ours with each message's reading "
                              "computed beforehand: what parsing costs end to end")
+    parser.add_argument("--without-es", type=int, default=0, metavar="N",
+                        help="then N rounds of a raw read, ours as is and ours with its bulk requests encoded but "
+                             "not sent: what Elasticsearch's share of the machine costs end to end")
     parser.add_argument("--profile", action="store_true", help="profile one more run of ours with pyinstrument")
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "bench-consumer.md")
     args = parser.parse_args()
@@ -520,6 +593,9 @@ def main() -> int:
     parsing_runs: list[tuple[float, object, dict]] = []
     parse_free_runs: list[tuple[float, object, dict]] = []
     parse_free_raw: list[float] = []
+    with_es_runs: list[tuple[float, object, dict]] = []
+    without_es_runs: list[tuple[float, object, dict]] = []
+    without_es_raw: list[float] = []
     profiler = None
     try:
         fill_seconds = fill_topic(settings, args.messages)
@@ -554,6 +630,13 @@ def main() -> int:
                                                       args.messages)
                     (parse_free_runs if free else parsing_runs).append((seconds, stats, cpu))
             del precomputed
+        for run in range(args.without_es):
+            without_es_raw.append(raw_read(settings, args.messages))
+            for sent in ((True, False) if run % 2 == 0 else (False, True)):
+                with contextlib.nullcontext() if sent else BulkNotSent():
+                    seconds, stats, _, cpu = ours(settings, False, f"es-{'sent' if sent else 'not-sent'}{run}",
+                                                  args.messages)
+                (with_es_runs if sent else without_es_runs).append((seconds, stats, cpu))
         if args.profile:
             _, _, profiler, _ = ours(settings, True, "profiled", args.messages)
         seed_seconds, seed_done = seed_style(settings, args.seed_style_sample)
@@ -569,6 +652,7 @@ def main() -> int:
         "",
         f"Command: `.venv/bin/python bench/bench_consumer.py --messages {args.messages} --repeat {args.repeat}"
         f"{f' --pinned {args.pinned}' if args.pinned else ''}{f' --parse-free {args.parse_free}' if args.parse_free else ''}"
+        f"{f' --without-es {args.without_es}' if args.without_es else ''}"
         f"{' --profile' if args.profile else ''}` — {machine()}; Kafka, Elasticsearch and the consumer on the same machine.",
         "",
         f"The raw read and bp consume alternate, {args.repeat} runs each, after {warmups} untimed runs of each "
@@ -628,9 +712,10 @@ def main() -> int:
                                                  and JIT in cpu else "") for name, seconds in processes.items())
         + "; the consumer process "
         "by thread: " + ", ".join(f"{name} {seconds:.2f}" for name, seconds in sorted(threads.items(), key=lambda kv: -kv[1]))
-        + f". The consumer thread (MainThread: Kafka fetch, then parse, score, route) ran "
-        f"{main_thread / median_seconds:.0%} of the span: it is the pipeline's critical path, and the GIL keeps "
-        "it on one core.",
+        + f". The consumer thread (MainThread: Kafka fetch, then parse, score, route) ran on a CPU "
+        f"{main_thread / median_seconds:.0%} of the span, and the GIL keeps it on one core; the writer thread "
+        f"waited for Elasticsearch's bulk requests {stats.index_s / median_seconds:.0%} of it. Each stage is busy "
+        "most of the span, and they share the cores with Elasticsearch and the broker: the bound is CPU.",
     ]
     if len(processes) > 1:
         # The work of the run, spread perfectly over every core, still takes this long.
@@ -646,6 +731,8 @@ def main() -> int:
         lines += pinned_section(args.messages, pinned_raw, pinned_ours)
     if parse_free_runs:
         lines += parse_free_section(args.messages, parse_free_raw, parsing_runs, parse_free_runs)
+    if without_es_runs:
+        lines += without_es_section(args.messages, without_es_raw, with_es_runs, without_es_runs)
     if profiler:
         text = profiler.output_text(unicode=False, color=False, show_all=False)
         lines += ["", "Profile of one more bp consume run (pyinstrument, top of the tree):", "", "```",
