@@ -13,7 +13,10 @@ Every test gets its own topic (3 partitions) + DLQ, group, index and archive fol
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
+import threading
+from pathlib import Path
 
 import pytest
 
@@ -41,6 +44,36 @@ def stack_sh(*args: str, check: bool = True, timeout: float = 240) -> subprocess
     if check and result.returncode != 0:
         raise AssertionError(f"infra/stack.sh {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
     return result
+
+
+class KafkaStall:
+    """The fault stack's broker stopped with SIGSTOP within, continued with SIGCONT after:
+    its connections stay open and it answers nothing, as during a long GC pause or a VM
+    freeze. A send in flight then stays in flight, whatever the machine's speed.
+
+    Keep it short (the broker is its own KRaft controller, and a consumer group's member
+    expires after its session timeout). ``resume()`` ends it early, from any thread.
+    """
+
+    def __init__(self) -> None:
+        self.pid = int((Path(FAULTS_ENV["BP_STACK_DIR"]) / "kafka" / "kafka.pid").read_text())
+        self._lock = threading.Lock()
+        self._stopped = False
+
+    def __enter__(self) -> "KafkaStall":
+        with self._lock:
+            os.kill(self.pid, signal.SIGSTOP)
+            self._stopped = True
+        return self
+
+    def resume(self) -> None:
+        with self._lock:
+            if self._stopped:
+                os.kill(self.pid, signal.SIGCONT)
+                self._stopped = False
+
+    def __exit__(self, *exc) -> None:
+        self.resume()
 
 
 @pytest.fixture(scope="session")

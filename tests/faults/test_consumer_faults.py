@@ -1,7 +1,10 @@
 """The consumer under real faults, on the fault suite's own stack (19092 / 19200).
 
-Each test ends with exact counts in every sink (see ``_support.assert_exact``):
-Elasticsearch ids, archive observation ids, DLQ source positions, committed offsets.
+Each test of a stream ends with exact counts in every sink (see
+``_support.assert_exact``): Elasticsearch ids, archive observation ids, DLQ source
+positions, committed offsets. The last two tests stall the broker while dead letters
+are in flight; they are in this module so that no broker restart of its other tests
+(one worker runs a module's tests one after the other) overlaps the stall.
 """
 
 from __future__ import annotations
@@ -10,16 +13,20 @@ import random
 import threading
 import time
 from collections import Counter
+from concurrent.futures import Future
 
 import orjson
 
 import pytest
+from kafka import KafkaProducer, TopicPartition
 
+from bp_core.errors import SinkUnavailable
+from bp_core.sinks.dlq import DeadLetterSink
 from tests.faults._support import (
     MALFORMED, PAUSE_LOG, archive_ids, assert_exact, committed, dlq_positions, es_ids, kill_quietly, log_text,
     make_stream, make_two_streams, produce_chunks, rules_only, start, terminate, wait_committed,
 )
-from tests.faults.conftest import stack_sh
+from tests.faults.conftest import KafkaStall, stack_sh
 from tests.integration.helpers import es_count, read_all, send, wait_for
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
@@ -291,3 +298,85 @@ def test_archive_unwritable_when_a_consumer_starts(settings, es, tmp_path):
         topic_dir.chmod(0o755)
         kill_quietly(proc)
     assert_exact(settings, es, expected, len(first) + len(second))
+
+
+# --------------------------------------------------------------------------- dead letters in flight
+#
+# A DLQ flush that times out leaves its sends in flight: the producer retries them by
+# itself and they may land later. Nothing may then write them twice, neither the next
+# flush nor the next owner of a revoked partition. The broker is stopped (SIGSTOP) while
+# the sends are made, so they cannot be acknowledged in time on any machine; a flush
+# that merely waits too little for a live broker is not a timeout one can count on (on a
+# fast machine the acknowledgements arrive while the flush waits for the GIL).
+
+SENDS = 2000
+
+
+def _dead_letters(sink: DeadLetterSink, topic: str, partition: int) -> None:
+    for offset in range(SENDS):
+        sink.add(key=b"pat-1", value=b"x" * 200, reason="not JSON", stage="parse",
+                 source_topic=topic, partition=partition, offset=offset)
+
+
+def _producer(settings) -> KafkaProducer:
+    """A producer that already holds the DLQ's metadata: a send during the stall is
+    buffered and sent, not blocked waiting for the broker to say where it goes."""
+    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    assert producer.partitions_for(settings.dlq_topic)
+    return producer
+
+
+def test_a_flush_that_timed_out_settles_its_sends_instead_of_sending_again(settings):
+    from bp_core.sinks.dlq_ledger import DeadLetterLedger, DeadLetterReader
+
+    reader = DeadLetterReader(settings.kafka_bootstrap, settings.dlq_topic, settings.topic, timeout_s=10)
+    sink = DeadLetterSink(_producer(settings), settings.dlq_topic, ledger=DeadLetterLedger(), reader=reader,
+                          timeout_s=0.5)
+    sink.ledger.take_up(1, dlq_end=reader.end())
+    _dead_letters(sink, settings.topic, partition=1)
+
+    with KafkaStall():
+        with pytest.raises(SinkUnavailable, match="did not acknowledge"):
+            sink.flush()
+        assert sink.pending() == SENDS  # sent, not acknowledged
+
+    sink.timeout_s = 30
+    assert sink.flush() == SENDS
+    assert sink.pending() == 0 and sink.already_held == 0
+    assert len(read_all(settings.kafka_bootstrap, settings.dlq_topic)) == SENDS
+    sink.producer.close()
+    reader.close()
+
+
+def test_a_revocation_waits_for_the_dead_letters_still_in_flight(settings):
+    """The batch is given up on revocation, and the next owner reads the DLQ back before
+    writing. So the revocation returns only once every send has landed or failed: none
+    can land after the next owner's read-back and be written twice."""
+    from bp_core.consumer.service import ConsumerService, PreparedBatch
+    from bp_core.sinks.archive import ArchiveSink
+
+    producer = _producer(settings)
+    sink = DeadLetterSink(producer, settings.dlq_topic, timeout_s=0.5)
+    _dead_letters(sink, settings.topic, partition=0)
+    tp = TopicPartition(settings.topic, 0)
+    service = ConsumerService(settings)
+    service._archive = ArchiveSink(settings.archive_dir, settings.topic)
+    unwritten = Future()
+    unwritten.set_exception(SinkUnavailable("dead-letter topic did not acknowledge"))
+
+    with KafkaStall() as stall:
+        with pytest.raises(SinkUnavailable, match="did not acknowledge"):
+            sink.flush()
+        assert sink.pending() == SENDS  # sent, not acknowledged
+        service._inflight = PreparedBatch(offsets={tp: SENDS}, first_offsets={tp: 0}, es=None, archive=None,
+                                          dlq=sink, future=unwritten)
+        threading.Timer(1.0, stall.resume).start()  # the broker comes back while the revocation waits
+        started = time.monotonic()
+        service._on_revoked([tp])
+        waited = time.monotonic() - started
+
+    assert waited >= 0.5, f"the revocation returned after {waited:.2f}s, with the broker still stopped"
+    assert sink.settle_in_flight(0), "no dead letter of the given-up batch still in flight"
+    assert service._inflight.revoked
+    assert len(read_all(settings.kafka_bootstrap, settings.dlq_topic)) == SENDS
+    producer.close()

@@ -217,46 +217,6 @@ def test_dead_letters_written_before_a_crash_are_not_sent_again(settings, es, ca
     assert committed_total(settings.kafka_bootstrap, settings.consumer_group, settings.topic) == len(messages)
 
 
-def test_a_revocation_waits_for_the_dead_letters_still_in_flight(settings):
-    """A DLQ flush that timed out leaves its sends in flight (the producer retries by
-    itself); the batch is given up on revocation, and the next owner reads the DLQ back
-    before writing. So the revocation returns only once every send has landed or failed:
-    none can land after the next owner's read-back and be written twice."""
-    from concurrent.futures import Future
-
-    from kafka import KafkaProducer, TopicPartition
-
-    from bp_core.consumer.service import PreparedBatch
-    from bp_core.errors import SinkUnavailable
-    from bp_core.sinks.archive import ArchiveSink
-    from bp_core.sinks.dlq import DeadLetterSink
-
-    # A minute's linger keeps the sends in the producer until flush(): none can be
-    # acknowledged before it, so the 0.1 ms flush times out with them in flight.
-    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=60_000)
-    sink = DeadLetterSink(producer, settings.dlq_topic, timeout_s=0.0001)
-    for offset in range(2000):
-        sink.add(key=b"pat-1", value=b"x" * 200, reason="not JSON", stage="parse",
-                 source_topic=settings.topic, partition=0, offset=offset)
-    with pytest.raises(SinkUnavailable):
-        sink.flush()
-    assert sink.pending() == 2000  # sent, not acknowledged yet
-    unwritten = Future()
-    unwritten.set_exception(SinkUnavailable("dead-letter topic did not acknowledge"))
-    tp = TopicPartition(settings.topic, 0)
-    service = ConsumerService(settings)
-    service._archive = ArchiveSink(settings.archive_dir, settings.topic)
-    service._inflight = PreparedBatch(offsets={tp: 2000}, first_offsets={tp: 0}, es=None, archive=None,
-                                      dlq=sink, future=unwritten)
-
-    service._on_revoked([tp])
-
-    assert sink.settle_in_flight(0), "no dead letter of the given-up batch still in flight"
-    assert service._inflight.revoked
-    assert len(read_all(settings.kafka_bootstrap, settings.dlq_topic)) == 2000
-    producer.close()
-
-
 def test_kill_9_repeatedly_mid_stream_loses_and_duplicates_nothing(settings, es, tmp_path):
     messages, expected = make_stream(20_000, seed=11, malformed_every=97)
     log_path = tmp_path / "consumer.log"

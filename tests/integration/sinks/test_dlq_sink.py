@@ -42,10 +42,10 @@ def test_unacknowledged_sends_keep_the_buffer(stack, topic):
     producer.close(timeout=2)
 
 
-def _ledgered_sink(stack, topic, ledger=None, linger_ms=0):
+def _ledgered_sink(stack, topic, ledger=None):
     from bp_core.sinks.dlq_ledger import DeadLetterLedger, DeadLetterReader
 
-    producer = KafkaProducer(bootstrap_servers=stack.kafka_bootstrap, acks="all", linger_ms=linger_ms)
+    producer = KafkaProducer(bootstrap_servers=stack.kafka_bootstrap, acks="all")
     reader = DeadLetterReader(stack.kafka_bootstrap, f"{topic}.dlq", topic, timeout_s=10)
     return DeadLetterSink(producer, f"{topic}.dlq", ledger=ledger or DeadLetterLedger(), reader=reader)
 
@@ -101,23 +101,3 @@ def test_a_new_owner_reads_back_from_the_committed_mark(stack, topic):
     for s in (first, again):
         s.producer.close()
         s.reader.close()
-
-
-def test_a_flush_that_timed_out_settles_its_sends_instead_of_sending_again(stack, topic):
-    """The producer retries by itself (a broker restarting): a send still in flight when
-    ``flush()`` gives up may land later, so the next ``flush()`` waits for it."""
-    # A minute's linger keeps the sends in the producer until flush(): none can be
-    # acknowledged before it (on a fast machine they all were), so it times out.
-    sink = _ledgered_sink(stack, topic, linger_ms=60_000)
-    sink.ledger.take_up(1, dlq_end=sink.reader.end())
-    _add(sink, topic, range(2000))
-    sink.timeout_s = 0.0001
-    with pytest.raises(SinkUnavailable):
-        sink.flush()
-    assert sink.pending() == 2000
-    sink.timeout_s = 30
-    assert sink.flush() == 2000
-    assert sink.pending() == 0 and sink.already_held == 0
-    assert len(read_all(stack.kafka_bootstrap, f"{topic}.dlq")) == 2000
-    sink.producer.close()
-    sink.reader.close()
