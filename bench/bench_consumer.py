@@ -38,6 +38,9 @@ should a run be killed inside, the next one gives the servers their cores back f
 message's reading computed before the run and looked up instead of parsed (those two in
 alternating order): the most a faster parser (native code included) could gain end to
 end here.
+``--without-es N`` then does N rounds of a raw read, ours as is, and ours with its bulk
+requests encoded but not sent (those two in alternating order): the consumer process on
+its own, as if Elasticsearch ran on another host and answered at once.
 With ``--profile``, one more run of ours is profiled (pyinstrument slows it: that run
 shows where the time goes, not the rate).
 
