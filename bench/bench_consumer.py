@@ -435,6 +435,21 @@ def seed_style(settings, sample: int) -> tuple[float, int]:
     return elapsed, done
 
 
+def variant_rounds(settings, messages: int, rounds: int, variant, label: str) -> tuple[list, list, list]:
+    """``rounds`` rounds of a raw read (the machine's speed drifts: one each round), then
+    bp consume as is and bp consume within the context manager ``variant``, in alternating
+    order (neither always goes first); ``label`` names their groups, indices and archives,
+    so no two sets of rounds share one. Returns (raw read seconds, runs as is, variant runs)."""
+    raw_runs, as_is_runs, variant_runs = [], [], []
+    for run in range(rounds):
+        raw_runs.append(raw_read(settings, messages))
+        for changed in ((False, True) if run % 2 == 0 else (True, False)):
+            with variant if changed else contextlib.nullcontext():
+                seconds, stats, _, cpu = ours(settings, False, f"{label}-{'changed' if changed else 'as-is'}{run}", messages)
+            (variant_runs if changed else as_is_runs).append((seconds, stats, cpu))
+    return raw_runs, as_is_runs, variant_runs
+
+
 def summarise(messages: int, raw_runs: list[float], our_runs: list[tuple[float, object, dict]]):
     """Rates of alternating runs: (raw rates, our rates, their medians, our median run)."""
     raw_rates = [messages / seconds for seconds in raw_runs]
@@ -469,11 +484,11 @@ def pinned_section(messages: int, raw_runs: list[float], our_runs: list[tuple[fl
 
 
 def _variant_table(messages: int, raw_runs: list[float], as_is_runs: list, variant_runs: list, option: str,
-                   variant: str) -> tuple[list[str], list[float], list[float], tuple[int, int, int]]:
+                   variant: str) -> tuple[list[str], list[float], list[float], list[float], tuple[int, int, int]]:
     """The table comparing bp consume as is with a variant of it measured in alternating
     rounds after a raw read each. Returns (its lines, the variant's rate / bp consume's
-    round by round, the median consumer process CPU-s of each, (anomalies, normals,
-    rejected) of every run)."""
+    round by round, the median consumer process CPU-s of each, the median ratio to the
+    raw read of each, (anomalies, normals, rejected) of every run)."""
     raw_rate = statistics.median(messages / seconds for seconds in raw_runs)
     runs = (as_is_runs, variant_runs)
     rates = [[stats.messages / seconds for seconds, stats, _ in r] for r in runs]
@@ -498,7 +513,7 @@ def _variant_table(messages: int, raw_runs: list[float], as_is_runs: list, varia
           for i, name in enumerate(("bp consume", f"bp consume, {variant}"))),
     ]
     (outcome,) = outcomes
-    return lines, gains, cpus, outcome
+    return lines, gains, cpus, [median / raw_rate for median in medians], outcome
 
 
 def _changes(gains: list[float]) -> str:
@@ -507,7 +522,7 @@ def _changes(gains: list[float]) -> str:
 
 def parse_free_section(messages: int, raw_runs: list[float], parsing_runs: list, parse_free_runs: list) -> list[str]:
     """The report of the runs with parsing made free (``--parse-free``)."""
-    table, gains, cpus, (anomalies, normals, rejected) = _variant_table(
+    table, gains, cpus, _, (anomalies, normals, rejected) = _variant_table(
         messages, raw_runs, parsing_runs, parse_free_runs, "--parse-free", "parsing free")
     return [
         "",
@@ -527,10 +542,8 @@ def parse_free_section(messages: int, raw_runs: list[float], parsing_runs: list,
 
 def without_es_section(messages: int, raw_runs: list[float], with_es_runs: list, without_es_runs: list) -> list[str]:
     """The report of the runs whose bulk requests were encoded but not sent (``--without-es``)."""
-    table, gains, cpus, (anomalies, normals, rejected) = _variant_table(
+    table, gains, cpus, ratios, (anomalies, normals, rejected) = _variant_table(
         messages, raw_runs, with_es_runs, without_es_runs, "--without-es", "bulk requests encoded, not sent")
-    raw_rate = statistics.median(messages / seconds for seconds in raw_runs)
-    rates = [statistics.median(stats.messages / seconds for seconds, stats, _ in r) for r in (with_es_runs, without_es_runs)]
     return [
         "",
         f"What Elasticsearch's share of this machine costs end to end: {len(without_es_runs)} more rounds of a raw "
@@ -541,8 +554,8 @@ def without_es_section(messages: int, raw_runs: list[float], with_es_runs: list,
         "",
         *table,
         "",
-        f"Without Elasticsearch's work beside it, bp consume reaches {rates[1] / raw_rate:.3f}× the raw read "
-        f"({rates[0] / raw_rate:.3f}× with it): the rate changes by {_changes(gains)}; the consumer process used "
+        f"Without Elasticsearch's work beside it, bp consume reaches {ratios[1]:.3f}× the raw read "
+        f"({ratios[0]:.3f}× with it): the rate changes by {_changes(gains)}; the consumer process used "
         f"{cpus[1]:.2f} CPU-s against {cpus[0]:.2f} (no HTTP request sent, no response read). "
         f"Every run indexed or counted {anomalies} anomalies, archived {normals} normals and rejected {rejected}.",
     ]
@@ -593,12 +606,8 @@ def main() -> int:
     our_runs: list[tuple[float, object, dict]] = []
     pinned_raw: list[float] = []
     pinned_ours: list[tuple[float, object, dict]] = []
-    parsing_runs: list[tuple[float, object, dict]] = []
-    parse_free_runs: list[tuple[float, object, dict]] = []
-    parse_free_raw: list[float] = []
-    with_es_runs: list[tuple[float, object, dict]] = []
-    without_es_runs: list[tuple[float, object, dict]] = []
-    without_es_raw: list[float] = []
+    parse_free_raw, parsing_runs, parse_free_runs = [], [], []
+    without_es_raw, with_es_runs, without_es_runs = [], [], []
     profiler = None
     try:
         fill_seconds = fill_topic(settings, args.messages)
@@ -624,22 +633,11 @@ def main() -> int:
             if pinned.failure:
                 print(f"--pinned skipped: {pinned.failure}", file=sys.stderr)
         if args.parse_free:
-            precomputed = ParsingPrecomputed(settings, args.messages)
-            for run in range(args.parse_free):
-                parse_free_raw.append(raw_read(settings, args.messages))  # the machine's speed drifts: a raw read each time
-                for free in ((False, True) if run % 2 == 0 else (True, False)):  # neither always goes first
-                    with precomputed if free else contextlib.nullcontext():
-                        seconds, stats, _, cpu = ours(settings, False, f"parse-{'free' if free else 'as-is'}{run}",
-                                                      args.messages)
-                    (parse_free_runs if free else parsing_runs).append((seconds, stats, cpu))
-            del precomputed
-        for run in range(args.without_es):
-            without_es_raw.append(raw_read(settings, args.messages))
-            for sent in ((True, False) if run % 2 == 0 else (False, True)):
-                with contextlib.nullcontext() if sent else BulkNotSent():
-                    seconds, stats, _, cpu = ours(settings, False, f"es-{'sent' if sent else 'not-sent'}{run}",
-                                                  args.messages)
-                (with_es_runs if sent else without_es_runs).append((seconds, stats, cpu))
+            parse_free_raw, parsing_runs, parse_free_runs = variant_rounds(
+                settings, args.messages, args.parse_free, ParsingPrecomputed(settings, args.messages), "parse-free")
+        if args.without_es:
+            without_es_raw, with_es_runs, without_es_runs = variant_rounds(
+                settings, args.messages, args.without_es, BulkNotSent(), "es-not-sent")
         if args.profile:
             _, _, profiler, _ = ours(settings, True, "profiled", args.messages)
         seed_seconds, seed_done = seed_style(settings, args.seed_style_sample)
