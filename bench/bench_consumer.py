@@ -34,13 +34,13 @@ the consumer gets a core to itself, as if Elasticsearch ran on another host (as 
 its own core is not saturated: the report gives its share). That tells whether the
 machine or the consumer process is the bound. Every affinity is restored afterwards; and
 should a run be killed inside, the next one gives the servers their cores back first.
-``--parse-free N`` then does N rounds of a raw read, ours as is, and ours with every
-message's reading computed before the run and looked up instead of parsed (those two in
-alternating order): the most a faster parser (native code included) could gain end to
-end here.
-``--without-es N`` then does N rounds of a raw read, ours as is, and ours with its bulk
-requests encoded but not sent (those two in alternating order): the consumer process on
-its own, as if Elasticsearch ran on another host and answered at once.
+``--bounds N`` then does N rounds of a raw read and four runs of ours, in an order that
+rotates from round to round: as is; with every batch's parse, score and route looked up
+(computed before the run by ``route_records`` itself: what a hot path that took no time,
+native code included, could gain end to end); with its bulk requests encoded but not sent
+(the consumer process on its own, as if Elasticsearch ran on another host and answered at
+once); and with both. It tells which bound the rate: Elasticsearch's share of this machine,
+or the consumer's own work.
 With ``--profile``, one more run of ours is profiled (pyinstrument slows it: that run
 shows where the time goes, not the rate).
 
@@ -133,47 +133,95 @@ def raw_read(settings, count: int, native: bool = False) -> float:
     return elapsed
 
 
-class ParsingPrecomputed:
-    """Within: bp consume's parse of a message is a lookup of the reading it gives,
-    computed beforehand from every message of the topic (``--parse-free``).
+class PreparePrecomputed:
+    """Within: bp consume's parse, score and route of a batch is a lookup of what each of
+    its records gives, computed beforehand by ``route_records`` itself over every message
+    of the topic, with the model bp consume serves (``--bounds``).
 
-    What parsing costs end to end, measured: the runs inside differ from bp consume
-    only there. A message the fast path does not take (a reject, another form) gets
-    None, as from the parser itself, and goes to the full validator as usual.
+    What the hot path costs end to end, measured: the runs inside differ from bp consume
+    only there. The lookup still assembles each batch's outcome record by record, in
+    Python, about what a native hot path would hand back too.
     """
 
+    ANOMALY, NORMAL, REJECT = range(3)
+
     def __init__(self, settings, count: int) -> None:
+        from datetime import datetime, timezone
+
         from kafka import KafkaConsumer, TopicPartition
 
-        from bp_core.fhir.parse import parse_common_form
+        from bp_core.consumer.batch import route_records
+        from bp_core.model.serving import ModelProvider
+        from bp_core.rules import Thresholds
 
+        provider = ModelProvider(settings)
+        provider.start()
+        model, thresholds, now = provider.current, Thresholds.from_settings(settings), datetime.now(timezone.utc)
         consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False,
                                  auto_offset_reset="earliest", max_poll_records=5000)
         consumer.assign([TopicPartition(settings.topic, p) for p in consumer.partitions_for_topic(settings.topic)])
-        self.readings: dict = {}
+        self.outcomes: dict[tuple[int, int], tuple] = {}
         seen = 0
         while seen < count:
             for records in consumer.poll(timeout_ms=1000).values():
                 seen += len(records)
-                for record in records:
-                    self.readings[record.value] = parse_common_form(record.value)
+                outcome = route_records(records, thresholds, model, settings.model_threshold, now)
+                for record, document in zip(outcome.anomaly_records, outcome.anomaly_documents):
+                    self._put(record.partition, record.offset, self.ANOMALY, document, "+".join(document.detected_by))
+                for partition, lines in outcome.normals.items():
+                    for line in lines:
+                        self._put(partition, line[0][0], self.NORMAL, line, None)
+                for record, reason in outcome.rejects:
+                    self._put(record.partition, record.offset, self.REJECT, reason, None)
         consumer.close()
+        provider.close()
+
+    def _put(self, partition: int, offset: int, kind: int, item, layer) -> None:
+        if (partition, offset) in self.outcomes:  # the lookup below takes one outcome per message
+            raise SystemExit(f"--bounds: message {partition}/{offset} holds several readings; the bench's hold one")
+        self.outcomes[partition, offset] = (kind, item, layer)
+
+    def route_records(self, records, thresholds, model, model_threshold, now):
+        from bp_core.consumer.batch import BatchOutcome
+
+        outcome = BatchOutcome()
+        documents, sources, normals, rejects, layers = (outcome.anomaly_documents, outcome.anomaly_records,
+                                                        outcome.normals, outcome.rejects, outcome.layers)
+        outcomes, anomaly, normal = self.outcomes, self.ANOMALY, self.NORMAL
+        messages = 0
+        for record in records:
+            messages += 1
+            kind, item, layer = outcomes[record.partition, record.offset]
+            if kind == anomaly:
+                sources.append(record)
+                documents.append(item)
+                layers[layer] = layers.get(layer, 0) + 1
+            elif kind == normal:
+                lines = normals.get(record.partition)
+                if lines is None:
+                    lines = normals[record.partition] = []
+                lines.append(item)
+            else:
+                rejects.append((record, item))
+        outcome.messages = messages
+        outcome.readings = len(documents) + sum(len(lines) for lines in normals.values())
+        return outcome
 
     def __enter__(self):
-        from bp_core.consumer import batch
+        from bp_core.consumer import service
 
-        self._parser, batch.parse_common_form = batch.parse_common_form, self.readings.get
+        self._route, service.route_records = service.route_records, self.route_records
         return self
 
     def __exit__(self, *exc) -> None:
-        from bp_core.consumer import batch
+        from bp_core.consumer import service
 
-        batch.parse_common_form = self._parser
+        service.route_records = self._route
 
 
 class BulkNotSent:
     """Within: bp consume's Elasticsearch bulk requests are encoded as usual but not sent,
-    and every document counts as indexed (``--without-es``).
+    and every document counts as indexed (``--bounds``).
 
     What Elasticsearch's share of this machine costs end to end, measured: the runs
     inside differ from bp consume only there, so the consumer process does all its own
@@ -435,19 +483,24 @@ def seed_style(settings, sample: int) -> tuple[float, int]:
     return elapsed, done
 
 
-def variant_rounds(settings, messages: int, rounds: int, variant, label: str) -> tuple[list, list, list]:
-    """``rounds`` rounds of a raw read (the machine's speed drifts: one each round), then
-    bp consume as is and bp consume within the context manager ``variant``, in alternating
-    order (neither always goes first); ``label`` names their groups, indices and archives,
-    so no two sets of rounds share one. Returns (raw read seconds, runs as is, variant runs)."""
-    raw_runs, as_is_runs, variant_runs = [], [], []
+def arm_rounds(settings, messages: int, rounds: int, arms: dict[str, tuple], label: str) -> tuple[list, dict]:
+    """``rounds`` rounds of a raw read (the machine's speed drifts: one each round), then one
+    run of bp consume per arm, within that arm's context managers, in an order that rotates
+    from round to round (no arm always goes first); ``label`` names their groups, indices
+    and archives, so no two sets of rounds share one. Returns (raw read seconds, each arm's
+    runs)."""
+    raw_runs: list[float] = []
+    runs: dict[str, list] = {name: [] for name in arms}
+    names = list(arms)
     for run in range(rounds):
         raw_runs.append(raw_read(settings, messages))
-        for changed in ((False, True) if run % 2 == 0 else (True, False)):
-            with variant if changed else contextlib.nullcontext():
-                seconds, stats, _, cpu = ours(settings, False, f"{label}-{'changed' if changed else 'as-is'}{run}", messages)
-            (variant_runs if changed else as_is_runs).append((seconds, stats, cpu))
-    return raw_runs, as_is_runs, variant_runs
+        for name in names[run % len(names):] + names[:run % len(names)]:
+            with contextlib.ExitStack() as stack:
+                for context in arms[name]:
+                    stack.enter_context(context)
+                seconds, stats, _, cpu = ours(settings, False, f"{label}-{names.index(name)}-{run}", messages)
+            runs[name].append((seconds, stats, cpu))
+    return raw_runs, runs
 
 
 def summarise(messages: int, raw_runs: list[float], our_runs: list[tuple[float, object, dict]]):
@@ -483,81 +536,77 @@ def pinned_section(messages: int, raw_runs: list[float], our_runs: list[tuple[fl
     ]
 
 
-def _variant_table(messages: int, raw_runs: list[float], as_is_runs: list, variant_runs: list, option: str,
-                   variant: str) -> tuple[list[str], list[float], list[float], list[float], tuple[int, int, int]]:
-    """The table comparing bp consume as is with a variant of it measured in alternating
-    rounds after a raw read each. Returns (its lines, the variant's rate / bp consume's
-    round by round, the median consumer process CPU-s of each, the median ratio to the
-    raw read of each, (anomalies, normals, rejected) of every run)."""
+def _arms_table(messages: int, raw_runs: list[float], runs: dict[str, list]) -> tuple[list[str], dict[str, dict]]:
+    """The table of ``arm_rounds``' runs, the first arm being bp consume as is. Returns (its
+    lines, per arm its medians: ``ratio`` to the raw read, consumer process ``cpu``,
+    Elasticsearch ``es``, ``span``, ``bulk``, ``wait``, and ``gains``: its rate over the
+    first arm's, round by round)."""
     raw_rate = statistics.median(messages / seconds for seconds in raw_runs)
-    runs = (as_is_runs, variant_runs)
-    rates = [[stats.messages / seconds for seconds, stats, _ in r] for r in runs]
-    medians = [statistics.median(r) for r in rates]
-    gains = [changed / as_is for as_is, changed in zip(*rates)]
-    cpus = [statistics.median(cpu["consumer process"] for _, _, cpu in r) for r in runs]
-    es = [statistics.median(cpu.get("Elasticsearch", 0.0) for _, _, cpu in r) for r in runs]
-    waits = [statistics.median(stats.wait_s for _, stats, _ in r) for r in runs]
-    bulks = [statistics.median(stats.index_s for _, stats, _ in r) for r in runs]
-    spans = [statistics.median(seconds for seconds, _, _ in r) for r in runs]
-    outcomes = {(stats.anomalies, stats.normals, stats.rejected) for _, stats, _ in as_is_runs + variant_runs}
-    if len(outcomes) != 1:  # the variant must change one cost, not the work
-        raise SystemExit(f"{option}: the runs routed differently (anomalies, normals, rejected): {sorted(outcomes)}")
+    outcomes = {(stats.anomalies, stats.normals, stats.rejected) for arm in runs.values() for _, stats, _ in arm}
+    if len(outcomes) != 1:  # an arm must change one cost, not the work
+        raise SystemExit(f"--bounds: the runs routed differently (anomalies, normals, rejected): {sorted(outcomes)}")
+    base_rates = [stats.messages / seconds for seconds, stats, _ in next(iter(runs.values()))]
+    medians: dict[str, dict] = {}
     lines = [
         "| path | messages/s (median) | runs (messages/s) | ratio | consumer process CPU-s | Elasticsearch CPU-s "
         "| span, s | Elasticsearch bulk, s | consumer thread waiting for the writer, s |",
         "|---|---:|---|---:|---:|---:|---:|---:|---:|",
         f"| raw kafka-python read | {raw_rate:,.0f} | {', '.join(f'{messages / r:,.0f}' for r in raw_runs)} | 1.00 "
         "| | | | | |",
-        *(f"| {name} | {medians[i]:,.0f} | {', '.join(f'{r:,.0f}' for r in rates[i])} | {medians[i] / raw_rate:.3f} × raw "
-          f"| {cpus[i]:.2f} | {es[i]:.2f} | {spans[i]:.2f} | {bulks[i]:.2f} | {waits[i]:.2f} |"
-          for i, name in enumerate(("bp consume", f"bp consume, {variant}"))),
     ]
+    for name, arm in runs.items():
+        rates = [stats.messages / seconds for seconds, stats, _ in arm]
+        m = medians[name] = {
+            "ratio": statistics.median(rates) / raw_rate,
+            "cpu": statistics.median(cpu["consumer process"] for _, _, cpu in arm),
+            "es": statistics.median(cpu.get("Elasticsearch", 0.0) for _, _, cpu in arm),
+            "span": statistics.median(seconds for seconds, _, _ in arm),
+            "bulk": statistics.median(stats.index_s for _, stats, _ in arm),
+            "wait": statistics.median(stats.wait_s for _, stats, _ in arm),
+            "gains": [rate / base for rate, base in zip(rates, base_rates)],
+        }
+        lines.append(f"| {name} | {statistics.median(rates):,.0f} | {', '.join(f'{r:,.0f}' for r in rates)} "
+                     f"| {m['ratio']:.3f} × raw | {m['cpu']:.2f} | {m['es']:.2f} | {m['span']:.2f} | {m['bulk']:.2f} "
+                     f"| {m['wait']:.2f} |")
     (outcome,) = outcomes
-    return lines, gains, cpus, [median / raw_rate for median in medians], outcome
+    medians["outcome"] = dict(zip(("anomalies", "normals", "rejected"), outcome))
+    return lines, medians
 
 
 def _changes(gains: list[float]) -> str:
     return f"{', '.join(f'{g - 1:+.0%}' for g in gains)} run by run (median {statistics.median(gains) - 1:+.0%})"
 
 
-def parse_free_section(messages: int, raw_runs: list[float], parsing_runs: list, parse_free_runs: list) -> list[str]:
-    """The report of the runs with parsing made free (``--parse-free``)."""
-    table, gains, cpus, _, (anomalies, normals, rejected) = _variant_table(
-        messages, raw_runs, parsing_runs, parse_free_runs, "--parse-free", "parsing free")
+AS_IS, HOT_PATH_FREE = "bp consume", "bp consume, parse, score and route looked up"
+ES_NOT_SENT, BOTH = "bp consume, bulk requests encoded, not sent", "bp consume, both"
+
+
+def bounds_section(messages: int, raw_runs: list[float], runs: dict[str, list]) -> list[str]:
+    """The report of ``--bounds``: which of Elasticsearch's share and the consumer's own work bounds the rate."""
+    table, m = _arms_table(messages, raw_runs, runs)
+    free, alone, both, outcome = m[HOT_PATH_FREE], m[ES_NOT_SENT], m[BOTH], m["outcome"]
     return [
         "",
-        f"What parsing costs end to end: {len(parse_free_runs)} more rounds of a raw read, bp consume as is, and bp "
-        "consume with each message's reading looked up instead of parsed (computed beforehand, as if the parser "
-        "took no time at all), the last two in alternating order. This is the most any faster parser, native code "
-        "included, could give here.",
+        f"What bounds the rate: {len(raw_runs)} more rounds of a raw read, then four runs of bp consume, in an order "
+        "that rotates from round to round: as is; with each batch's parse, score and route looked up instead of "
+        "computed (by `route_records` itself, before the run: as if the hot path took no time, native code "
+        "included; each batch is still assembled record by record); with each bulk request encoded as usual but "
+        "not sent (every document counts as indexed; the archive, the dead-letter topic and the commits as usual: "
+        "the consumer process on its own, as if Elasticsearch ran on another host and answered at once); and with "
+        "both.",
         "",
         *table,
         "",
-        f"Free parsing saves {1 - cpus[1] / cpus[0]:.0%} of the consumer process's CPU, and the rate changes by "
-        f"{_changes(gains)}; the other columns are medians too. "
-        f"Every run, free parsing or not, indexed {anomalies} "
-        f"anomalies, archived {normals} normals and rejected {rejected}.",
-    ]
-
-
-def without_es_section(messages: int, raw_runs: list[float], with_es_runs: list, without_es_runs: list) -> list[str]:
-    """The report of the runs whose bulk requests were encoded but not sent (``--without-es``)."""
-    table, gains, cpus, ratios, (anomalies, normals, rejected) = _variant_table(
-        messages, raw_runs, with_es_runs, without_es_runs, "--without-es", "bulk requests encoded, not sent")
-    return [
-        "",
-        f"What Elasticsearch's share of this machine costs end to end: {len(without_es_runs)} more rounds of a raw "
-        "read, bp consume as is, and bp consume with each bulk request encoded as usual but not sent (every "
-        "document counts as indexed; the archive, the dead-letter topic and the commits as usual), the last two "
-        "in alternating order. The second is the consumer process on its own, as if Elasticsearch ran on another "
-        "host and answered at once.",
-        "",
-        *table,
-        "",
-        f"Without Elasticsearch's work beside it, bp consume reaches {ratios[1]:.3f}× the raw read "
-        f"({ratios[0]:.3f}× with it): the rate changes by {_changes(gains)}; the consumer process used "
-        f"{cpus[1]:.2f} CPU-s against {cpus[0]:.2f} (no HTTP request sent, no response read). "
-        f"Every run indexed or counted {anomalies} anomalies, archived {normals} normals and rejected {rejected}.",
+        f"With Elasticsearch on this machine, a hot path that costs nothing takes bp consume from "
+        f"{m[AS_IS]['ratio']:.3f}× to {free['ratio']:.3f}× the raw read, although the consumer process's CPU falls "
+        f"from {m[AS_IS]['cpu']:.2f} to {free['cpu']:.2f} CPU-s; the rate changes by {_changes(free['gains'])}. "
+        f"Elasticsearch's bulk requests then take {free['bulk']:.2f} of the {free['span']:.2f} s, and the consumer "
+        f"thread waits {free['wait']:.2f} s for them. Without Elasticsearch's work, bp consume reaches "
+        f"{alone['ratio']:.3f}× as is and {both['ratio']:.3f}× with a hot path that costs nothing (its process at "
+        f"{alone['cpu']:.2f} and {both['cpu']:.2f} CPU-s). Every run indexed or counted {outcome['anomalies']} "
+        f"anomalies, archived {outcome['normals']} normals and rejected {outcome['rejected']}. The two runs with "
+        "Elasticsearch's work bound what faster consumer code could give on this machine; the two without it, "
+        "what it could give with Elasticsearch on another host.",
     ]
 
 
@@ -573,12 +622,9 @@ def main() -> int:
                         help="Elasticsearch is warm when its JIT compiler used at most this share of its CPU in a run")
     parser.add_argument("--pinned", type=int, default=0, metavar="N",
                         help="then N alternating runs of each with the stack's servers pinned to the last core")
-    parser.add_argument("--parse-free", type=int, default=0, metavar="N",
-                        help="then N rounds of a raw read, ours as is and ours with each message's reading "
-                             "computed beforehand: what parsing costs end to end")
-    parser.add_argument("--without-es", type=int, default=0, metavar="N",
-                        help="then N rounds of a raw read, ours as is and ours with its bulk requests encoded but "
-                             "not sent: what Elasticsearch's share of the machine costs end to end")
+    parser.add_argument("--bounds", type=int, default=0, metavar="N",
+                        help="then N rounds of a raw read and ours four ways: as is, with its parse, score and route "
+                             "looked up, with its bulk requests not sent, with both: which of them bounds the rate")
     parser.add_argument("--profile", action="store_true", help="profile one more run of ours with pyinstrument")
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "bench-consumer.md")
     args = parser.parse_args()
@@ -606,8 +652,8 @@ def main() -> int:
     our_runs: list[tuple[float, object, dict]] = []
     pinned_raw: list[float] = []
     pinned_ours: list[tuple[float, object, dict]] = []
-    parse_free_raw, parsing_runs, parse_free_runs = [], [], []
-    without_es_raw, with_es_runs, without_es_runs = [], [], []
+    bounds_raw: list[float] = []
+    bounds_runs: dict[str, list] = {}
     profiler = None
     try:
         fill_seconds = fill_topic(settings, args.messages)
@@ -632,12 +678,11 @@ def main() -> int:
                     pinned_ours.append((seconds, stats, cpu))
             if pinned.failure:
                 print(f"--pinned skipped: {pinned.failure}", file=sys.stderr)
-        if args.parse_free:
-            parse_free_raw, parsing_runs, parse_free_runs = variant_rounds(
-                settings, args.messages, args.parse_free, ParsingPrecomputed(settings, args.messages), "parse-free")
-        if args.without_es:
-            without_es_raw, with_es_runs, without_es_runs = variant_rounds(
-                settings, args.messages, args.without_es, BulkNotSent(), "es-not-sent")
+        if args.bounds:
+            looked_up, not_sent = PreparePrecomputed(settings, args.messages), BulkNotSent()
+            bounds_raw, bounds_runs = arm_rounds(settings, args.messages, args.bounds, {
+                AS_IS: (), HOT_PATH_FREE: (looked_up,), ES_NOT_SENT: (not_sent,), BOTH: (looked_up, not_sent)},
+                "bounds")
         if args.profile:
             _, _, profiler, _ = ours(settings, True, "profiled", args.messages)
         seed_seconds, seed_done = seed_style(settings, args.seed_style_sample)
@@ -652,8 +697,7 @@ def main() -> int:
         "## Consumer throughput (end to end)",
         "",
         f"Command: `.venv/bin/python bench/bench_consumer.py --messages {args.messages} --repeat {args.repeat}"
-        f"{f' --pinned {args.pinned}' if args.pinned else ''}{f' --parse-free {args.parse_free}' if args.parse_free else ''}"
-        f"{f' --without-es {args.without_es}' if args.without_es else ''}"
+        f"{f' --pinned {args.pinned}' if args.pinned else ''}{f' --bounds {args.bounds}' if args.bounds else ''}"
         f"{' --profile' if args.profile else ''}` — {machine()}; Kafka, Elasticsearch and the consumer on the same machine.",
         "",
         f"The raw read and bp consume alternate, {args.repeat} runs each, after {warmups} untimed runs of each "
@@ -730,10 +774,8 @@ def main() -> int:
                   f"runs: at most about {args.messages / consumer_cpu / raw_rate:.2f}× the raw read."]
     if pinned_ours:
         lines += pinned_section(args.messages, pinned_raw, pinned_ours)
-    if parse_free_runs:
-        lines += parse_free_section(args.messages, parse_free_raw, parsing_runs, parse_free_runs)
-    if without_es_runs:
-        lines += without_es_section(args.messages, without_es_raw, with_es_runs, without_es_runs)
+    if bounds_runs:
+        lines += bounds_section(args.messages, bounds_raw, bounds_runs)
     if profiler:
         text = profiler.output_text(unicode=False, color=False, show_all=False)
         lines += ["", "Profile of one more bp consume run (pyinstrument, top of the tree):", "", "```",
