@@ -536,11 +536,12 @@ def pinned_section(messages: int, raw_runs: list[float], our_runs: list[tuple[fl
     ]
 
 
-def _arms_table(messages: int, raw_runs: list[float], runs: dict[str, list]) -> tuple[list[str], dict[str, dict]]:
+def _arms_table(messages: int, raw_runs: list[float],
+                runs: dict[str, list]) -> tuple[list[str], dict[str, dict], tuple[int, int, int]]:
     """The table of ``arm_rounds``' runs, the first arm being bp consume as is. Returns (its
     lines, per arm its medians: ``ratio`` to the raw read, consumer process ``cpu``,
     Elasticsearch ``es``, ``span``, ``bulk``, ``wait``, and ``gains``: its rate over the
-    first arm's, round by round)."""
+    first arm's, round by round; (anomalies, normals, rejected) of every run)."""
     raw_rate = statistics.median(messages / seconds for seconds in raw_runs)
     outcomes = {(stats.anomalies, stats.normals, stats.rejected) for arm in runs.values() for _, stats, _ in arm}
     if len(outcomes) != 1:  # an arm must change one cost, not the work
@@ -569,8 +570,7 @@ def _arms_table(messages: int, raw_runs: list[float], runs: dict[str, list]) -> 
                      f"| {m['ratio']:.3f} × raw | {m['cpu']:.2f} | {m['es']:.2f} | {m['span']:.2f} | {m['bulk']:.2f} "
                      f"| {m['wait']:.2f} |")
     (outcome,) = outcomes
-    medians["outcome"] = dict(zip(("anomalies", "normals", "rejected"), outcome))
-    return lines, medians
+    return lines, medians, outcome
 
 
 def _changes(gains: list[float]) -> str:
@@ -583,8 +583,8 @@ ES_NOT_SENT, BOTH = "bp consume, bulk requests encoded, not sent", "bp consume, 
 
 def bounds_section(messages: int, raw_runs: list[float], runs: dict[str, list]) -> list[str]:
     """The report of ``--bounds``: which of Elasticsearch's share and the consumer's own work bounds the rate."""
-    table, m = _arms_table(messages, raw_runs, runs)
-    free, alone, both, outcome = m[HOT_PATH_FREE], m[ES_NOT_SENT], m[BOTH], m["outcome"]
+    table, m, (anomalies, normals, rejected) = _arms_table(messages, raw_runs, runs)
+    free, alone, both = m[HOT_PATH_FREE], m[ES_NOT_SENT], m[BOTH]
     return [
         "",
         f"What bounds the rate: {len(raw_runs)} more rounds of a raw read, then four runs of bp consume, in an order "
@@ -603,8 +603,8 @@ def bounds_section(messages: int, raw_runs: list[float], runs: dict[str, list]) 
         f"Elasticsearch's bulk requests then take {free['bulk']:.2f} of the {free['span']:.2f} s, and the consumer "
         f"thread waits {free['wait']:.2f} s for them. Without Elasticsearch's work, bp consume reaches "
         f"{alone['ratio']:.3f}× as is and {both['ratio']:.3f}× with a hot path that costs nothing (its process at "
-        f"{alone['cpu']:.2f} and {both['cpu']:.2f} CPU-s). Every run indexed or counted {outcome['anomalies']} "
-        f"anomalies, archived {outcome['normals']} normals and rejected {outcome['rejected']}. The two runs with "
+        f"{alone['cpu']:.2f} and {both['cpu']:.2f} CPU-s). Every run indexed or counted {anomalies} "
+        f"anomalies, archived {normals} normals and rejected {rejected}. The two runs with "
         "Elasticsearch's work bound what faster consumer code could give on this machine; the two without it, "
         "what it could give with Elasticsearch on another host.",
     ]
