@@ -110,17 +110,23 @@ def register_champion(settings) -> str:
     return result.model_version
 
 
-def raw_read(settings, count: int, native: bool = False) -> float:
+def topic_reader(settings, **config):
+    """A consumer without a group, assigned every partition of the bench topic from its start."""
     from kafka import KafkaConsumer, TopicPartition
 
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False,
+                             auto_offset_reset="earliest", **config)
+    consumer.assign([TopicPartition(settings.topic, p) for p in consumer.partitions_for_topic(settings.topic)])
+    return consumer
+
+
+def raw_read(settings, count: int, native: bool = False) -> float:
     from bp_core.consumer.native_records import use_native_records
 
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False,
-                             auto_offset_reset="earliest", max_poll_records=5000,
-                             fetch_max_bytes=64 * 1024 * 1024, max_partition_fetch_bytes=8 * 1024 * 1024)
+    consumer = topic_reader(settings, max_poll_records=5000, fetch_max_bytes=64 * 1024 * 1024,
+                            max_partition_fetch_bytes=8 * 1024 * 1024)
     if native and not use_native_records(consumer):
         raise SystemExit("the C record decoder is not available here")
-    consumer.assign([TopicPartition(settings.topic, p) for p in consumer.partitions_for_topic(settings.topic)])
     seen = 0
     started = None
     while seen < count:
@@ -148,8 +154,6 @@ class PreparePrecomputed:
     def __init__(self, settings, count: int) -> None:
         from datetime import datetime, timezone
 
-        from kafka import KafkaConsumer, TopicPartition
-
         from bp_core.consumer.batch import route_records
         from bp_core.model.serving import ModelProvider
         from bp_core.rules import Thresholds
@@ -157,9 +161,7 @@ class PreparePrecomputed:
         provider = ModelProvider(settings)
         provider.start()
         model, thresholds, now = provider.current, Thresholds.from_settings(settings), datetime.now(timezone.utc)
-        consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False,
-                                 auto_offset_reset="earliest", max_poll_records=5000)
-        consumer.assign([TopicPartition(settings.topic, p) for p in consumer.partitions_for_topic(settings.topic)])
+        consumer = topic_reader(settings, max_poll_records=5000)
         self.outcomes: dict[tuple[int, int], tuple] = {}
         seen = 0
         while seen < count:
@@ -441,7 +443,6 @@ def ours(settings, profile: bool, run: str = "r0", messages: int = 0):
 def seed_style(settings, sample: int) -> tuple[float, int]:
     """The brief's loop: one predict call and one index request per message."""
     from elasticsearch import Elasticsearch
-    from kafka import KafkaConsumer, TopicPartition
 
     from bp_core.features import feature_matrix
     from bp_core.model.serving import ModelProvider
@@ -452,9 +453,7 @@ def seed_style(settings, sample: int) -> tuple[float, int]:
     es = Elasticsearch(settings.es_url)
     index = f"seed-style-{settings.es_index}"  # outside the strict template's pattern
     archive = open(settings.data_dir / "seed-style-archive.json", "a")
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False,
-                             auto_offset_reset="earliest")
-    consumer.assign([TopicPartition(settings.topic, p) for p in consumer.partitions_for_topic(settings.topic)])
+    consumer = topic_reader(settings)
     import numpy as np
 
     done = 0
