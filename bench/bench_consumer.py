@@ -40,7 +40,10 @@ rotates from round to round: as is; with every batch's parse, score and route lo
 native code included, could gain end to end); with its bulk requests encoded but not sent
 (the consumer process on its own, as if Elasticsearch ran on another host and answered at
 once); and with both. It tells which bound the rate: Elasticsearch's share of this machine,
-or the consumer's own work.
+or the consumer's own work. Each round also sends a run's bulk requests to Elasticsearch
+alone, one and then two in flight, with nothing else running: how fast this machine's
+Elasticsearch takes a run's anomalies, the ceiling of any consumer that indexes them
+before it commits.
 With ``--profile``, one more run of ours is profiled (pyinstrument slows it: that run
 shows where the time goes, not the rate).
 
@@ -51,6 +54,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -163,11 +167,16 @@ class PreparePrecomputed:
         model, thresholds, now = provider.current, Thresholds.from_settings(settings), datetime.now(timezone.utc)
         consumer = topic_reader(settings, max_poll_records=5000)
         self.outcomes: dict[tuple[int, int], tuple] = {}
+        self.bulks: list[list] = []  # each poll's anomaly documents: the bulk request bp consume sends for it
         seen = 0
         while seen < count:
-            for records in consumer.poll(timeout_ms=1000).values():
+            polled = consumer.poll(timeout_ms=1000)
+            if polled:
+                self.bulks.append([])
+            for records in polled.values():
                 seen += len(records)
                 outcome = route_records(records, thresholds, model, settings.model_threshold, now)
+                self.bulks[-1] += outcome.anomaly_documents
                 for record, document in zip(outcome.anomaly_records, outcome.anomaly_documents):
                     self._put(record.partition, record.offset, self.ANOMALY, document, "+".join(document.detected_by))
                 for partition, lines in outcome.normals.items():
@@ -219,6 +228,48 @@ class PreparePrecomputed:
         from bp_core.consumer import service
 
         service.route_records = self._route
+
+
+def elasticsearch_alone(settings, bulks: list[list], run: str, in_flight: int = 1) -> tuple[float, dict]:
+    """Elasticsearch's work of one run of bp consume, and nothing else: the run's bulk
+    requests (``bulks``: each batch's anomaly documents, from ``PreparePrecomputed``) sent
+    back to back through ``ElasticsearchSink``, as bp consume sends them, into a fresh index
+    made from the same template, ``in_flight`` at a time (``--bounds``).
+
+    No consumer can index a run's anomalies faster than this on this machine, even one
+    whose reading, parsing, scoring, routing and archiving cost nothing. Returns (seconds
+    from the first request to the last answer, CPU seconds spent meanwhile by this process
+    and the stack's servers).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from elasticsearch import Elasticsearch
+
+    from bp_core.sinks.elasticsearch import ElasticsearchSink
+    from bp_core.sinks.es_template import ensure_index_template
+
+    index = f"{settings.es_index}-{run}"
+    es = Elasticsearch(settings.es_url, request_timeout=30)
+    ensure_index_template(es, index)
+
+    def send(documents: list) -> None:
+        sink = ElasticsearchSink(es, index)
+        sink.extend([document.observation_id for document in documents], documents, [None] * len(documents))
+        rejected = sink.flush()
+        assert not rejected, rejected[0]
+
+    with ThreadPoolExecutor(in_flight) as pool:
+        cpu_first = cpu_seconds()
+        started = time.monotonic()
+        for _ in pool.map(send, bulks):
+            pass
+        elapsed = time.monotonic() - started
+        cpu_last = cpu_seconds()
+    es.indices.refresh(index=index)
+    indexed = es.count(index=index)["count"]
+    assert indexed == sum(map(len, bulks)), f"{indexed} of {sum(map(len, bulks))} documents indexed"
+    es.close()
+    return elapsed, {name: cpu_last[name] - cpu_first.get(name, 0.0) for name in cpu_last}
 
 
 class BulkNotSent:
@@ -482,24 +533,29 @@ def seed_style(settings, sample: int) -> tuple[float, int]:
     return elapsed, done
 
 
-def arm_rounds(settings, messages: int, rounds: int, arms: dict[str, tuple], label: str) -> tuple[list, dict]:
-    """``rounds`` rounds of a raw read (the machine's speed drifts: one each round), then one
+def arm_rounds(settings, messages: int, rounds: int, arms: dict[str, tuple], label: str,
+               probes: dict[str, object] | None = None) -> tuple[list, dict, dict]:
+    """``rounds`` rounds of a raw read (the machine's speed drifts: one each round), then
+    each of ``probes`` (a function of a run label returning (seconds, CPU seconds)), then one
     run of bp consume per arm, within that arm's context managers, in an order that rotates
     from round to round (no arm always goes first); ``label`` names their groups, indices
     and archives, so no two sets of rounds share one. Returns (raw read seconds, each arm's
-    runs)."""
+    runs, each probe's runs)."""
     raw_runs: list[float] = []
     runs: dict[str, list] = {name: [] for name in arms}
+    probe_runs: dict[str, list] = {name: [] for name in probes or {}}
     names = list(arms)
     for run in range(rounds):
         raw_runs.append(raw_read(settings, messages))
+        for number, (name, probe) in enumerate((probes or {}).items()):
+            probe_runs[name].append(probe(f"{label}-probe{number}-{run}"))
         for name in names[run % len(names):] + names[:run % len(names)]:
             with contextlib.ExitStack() as stack:
                 for context in arms[name]:
                     stack.enter_context(context)
                 seconds, stats, _, cpu = ours(settings, False, f"{label}-{names.index(name)}-{run}", messages)
             runs[name].append((seconds, stats, cpu))
-    return raw_runs, runs
+    return raw_runs, runs, probe_runs
 
 
 def summarise(messages: int, raw_runs: list[float], our_runs: list[tuple[float, object, dict]]):
@@ -609,6 +665,46 @@ def bounds_section(messages: int, raw_runs: list[float], runs: dict[str, list]) 
     ]
 
 
+def alone_section(messages: int, raw_runs: list[float], runs: dict[int, list], documents: int,
+                  requests: int, as_is: list) -> list[str]:
+    """The report of ``--bounds``' runs of Elasticsearch alone (``elasticsearch_alone``),
+    beside ``as_is``, the same rounds' runs of bp consume."""
+    raw_rate = statistics.median(messages / seconds for seconds in raw_runs)
+    our_rate = statistics.median(stats.messages / seconds for seconds, stats, _ in as_is)
+    lines = [
+        "",
+        f"Elasticsearch alone, in the same rounds, right after each raw read: the {documents} anomaly documents "
+        f"of the {messages} messages, in the {requests} bulk requests bp consume sends for them (one per batch), "
+        "sent back to back by `ElasticsearchSink` into a fresh index made from the same template, with nothing "
+        "else running: no Kafka read, no parse, score or route, no archive, no commit. No consumer can index "
+        "a run's anomalies faster on this machine; the rate is the run's messages over that time.",
+        "",
+        "| bulk requests | messages/s (median) | runs (messages/s) | ratio | documents/s | Elasticsearch CPU-s "
+        "| this process CPU-s | span, s |",
+        "|---|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    ceilings = {}
+    for in_flight, arm in runs.items():
+        rates = [messages / seconds for seconds, _ in arm]
+        span = statistics.median(seconds for seconds, _ in arm)
+        ceilings[in_flight] = statistics.median(rates) / raw_rate
+        lines.append(
+            f"| {in_flight} in flight | {statistics.median(rates):,.0f} | {', '.join(f'{r:,.0f}' for r in rates)} "
+            f"| {ceilings[in_flight]:.3f} × raw | {documents / span:,.0f} "
+            f"| {statistics.median(cpu.get('Elasticsearch', 0.0) for _, cpu in arm):.2f} "
+            f"| {statistics.median(cpu['consumer process'] for _, cpu in arm):.2f} | {span:.2f} |")
+    best = max(ceilings, key=ceilings.get)
+    lines += [
+        "",
+        f"Indexing the anomalies alone, with {best} in flight, reaches {ceilings[best]:.3f}× the raw read of the same "
+        "messages: the ceiling of any consumer that writes them to this Elasticsearch on this machine before it "
+        f"commits, whatever its own code costs. bp consume, which also reads, parses, scores, routes and archives "
+        f"every message on the same cores, reaches {our_rate / raw_rate:.3f}× in the same rounds: "
+        f"{our_rate / raw_rate / ceilings[best]:.0%} of that ceiling.",
+    ]
+    return lines
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=100_000)
@@ -622,8 +718,9 @@ def main() -> int:
     parser.add_argument("--pinned", type=int, default=0, metavar="N",
                         help="then N alternating runs of each with the stack's servers pinned to the last core")
     parser.add_argument("--bounds", type=int, default=0, metavar="N",
-                        help="then N rounds of a raw read and ours four ways: as is, with its parse, score and route "
-                             "looked up, with its bulk requests not sent, with both: which of them bounds the rate")
+                        help="then N rounds of a raw read, a run's bulk requests sent to Elasticsearch alone, and "
+                             "ours four ways: as is, with its parse, score and route looked up, with its bulk "
+                             "requests not sent, with both: which of them bounds the rate")
     parser.add_argument("--profile", action="store_true", help="profile one more run of ours with pyinstrument")
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "bench-consumer.md")
     args = parser.parse_args()
@@ -653,6 +750,8 @@ def main() -> int:
     pinned_ours: list[tuple[float, object, dict]] = []
     bounds_raw: list[float] = []
     bounds_runs: dict[str, list] = {}
+    alone_runs: dict[int, list] = {}
+    bulk_documents = (0, 0)
     profiler = None
     try:
         fill_seconds = fill_topic(settings, args.messages)
@@ -679,9 +778,11 @@ def main() -> int:
                 print(f"--pinned skipped: {pinned.failure}", file=sys.stderr)
         if args.bounds:
             looked_up, not_sent = PreparePrecomputed(settings, args.messages), BulkNotSent()
-            bounds_raw, bounds_runs = arm_rounds(settings, args.messages, args.bounds, {
+            bounds_raw, bounds_runs, alone_runs = arm_rounds(settings, args.messages, args.bounds, {
                 AS_IS: (), HOT_PATH_FREE: (looked_up,), ES_NOT_SENT: (not_sent,), BOTH: (looked_up, not_sent)},
-                "bounds")
+                "bounds", {in_flight: functools.partial(elasticsearch_alone, settings, looked_up.bulks,
+                                                        in_flight=in_flight) for in_flight in (1, 2)})
+            bulk_documents = sum(map(len, looked_up.bulks)), len(looked_up.bulks)
         if args.profile:
             _, _, profiler, _ = ours(settings, True, "profiled", args.messages)
         seed_seconds, seed_done = seed_style(settings, args.seed_style_sample)
@@ -775,6 +876,7 @@ def main() -> int:
         lines += pinned_section(args.messages, pinned_raw, pinned_ours)
     if bounds_runs:
         lines += bounds_section(args.messages, bounds_raw, bounds_runs)
+        lines += alone_section(args.messages, bounds_raw, alone_runs, *bulk_documents, bounds_runs[AS_IS])
     if profiler:
         text = profiler.output_text(unicode=False, color=False, show_all=False)
         lines += ["", "Profile of one more bp consume run (pyinstrument, top of the tree):", "", "```",
