@@ -34,16 +34,16 @@ the consumer gets a core to itself, as if Elasticsearch ran on another host (as 
 its own core is not saturated: the report gives its share). That tells whether the
 machine or the consumer process is the bound. Every affinity is restored afterwards; and
 should a run be killed inside, the next one gives the servers their cores back first.
-``--bounds N`` then does N rounds of a raw read and four runs of ours, in an order that
+``--bounds N`` then does N rounds of a raw read and five runs of ours, in an order that
 rotates from round to round: as is; with every batch's parse, score and route looked up
 (computed before the run by ``route_records`` itself: what a hot path that took no time,
 native code included, could gain end to end); with its bulk requests encoded but not sent
 (the consumer process on its own, as if Elasticsearch ran on another host and answered at
-once); and with both. It tells which bound the rate: Elasticsearch's share of this machine,
-or the consumer's own work. Each round also sends a run's bulk requests to Elasticsearch
-alone, one and then two in flight, with nothing else running: how fast this machine's
-Elasticsearch takes a run's anomalies, the ceiling of any consumer that indexes them
-before it commits.
+once); with both; and with each bulk request sent as two at once. It tells which bound the
+rate: Elasticsearch's share of this machine, or the consumer's own work. Each round also
+sends a run's bulk requests to Elasticsearch alone, one and then two in flight, with
+nothing else running: how fast this machine's Elasticsearch takes a run's anomalies, the
+ceiling of any consumer that indexes them before it commits.
 With ``--profile``, one more run of ours is profiled (pyinstrument slows it: that run
 shows where the time goes, not the rate).
 
@@ -299,6 +299,54 @@ class BulkNotSent:
         from bp_core.sinks.elasticsearch import ElasticsearchSink
 
         ElasticsearchSink.flush = self._flush
+
+
+class BulkSplit:
+    """Within: bp consume sends each batch's bulk request as ``parts`` requests at once, each
+    with its share of the documents, and the batch is written when all have answered
+    (``--bounds``).
+
+    Elasticsearch indexes one bulk request on one write thread; with nothing else running
+    here, two requests in flight index a run's anomalies about twice as fast as one
+    (``elasticsearch_alone``). The runs inside tell whether bp consume would gain as much
+    beside Elasticsearch on this machine. A diagnostic of the benchmark only: a failure of
+    one part is not handled as bp_core's sink handles it.
+    """
+
+    def __init__(self, parts: int = 2) -> None:
+        self.parts = parts
+
+    def __enter__(self):
+        from concurrent.futures import ThreadPoolExecutor
+
+        from bp_core.sinks.elasticsearch import ElasticsearchSink
+
+        flush, parts = ElasticsearchSink.flush, self.parts
+        pool = self._pool = ThreadPoolExecutor(parts - 1, thread_name_prefix="bench-bulk-part")
+
+        def split_flush(sink):
+            count = len(sink._ids)
+            shares = []
+            for part in range(parts):
+                first, last = part * count // parts, (part + 1) * count // parts
+                share = ElasticsearchSink(sink.es, sink.index)
+                share.extend(sink._ids[first:last], sink._documents[first:last], sink._keys[first:last])
+                shares.append(share)
+            others = [pool.submit(flush, share) for share in shares[1:]]
+            rejected = flush(shares[0])
+            for other in others:
+                rejected += other.result()
+            sink._ids, sink._keys, sink._documents = [], [], []
+            return rejected + sink._take_rejected()
+
+        self._flush, ElasticsearchSink.flush = flush, split_flush
+        return self
+
+    def __exit__(self, *exc) -> None:
+        from bp_core.sinks.elasticsearch import ElasticsearchSink
+
+        ElasticsearchSink.flush = self._flush
+        self._pool.shutdown()
 
 
 def stack_pids() -> dict[str, int]:
@@ -634,21 +682,23 @@ def _changes(gains: list[float]) -> str:
 
 AS_IS, HOT_PATH_FREE = "bp consume", "bp consume, parse, score and route looked up"
 ES_NOT_SENT, BOTH = "bp consume, bulk requests encoded, not sent", "bp consume, both"
+SPLIT = "bp consume, each bulk request sent as two at once"
 
 
 def bounds_section(messages: int, raw_runs: list[float], runs: dict[str, list]) -> list[str]:
     """The report of ``--bounds``: which of Elasticsearch's share and the consumer's own work bounds the rate."""
     table, m, (anomalies, normals, rejected) = _arms_table(messages, raw_runs, runs)
-    free, alone, both = m[HOT_PATH_FREE], m[ES_NOT_SENT], m[BOTH]
+    free, alone, both, split = m[HOT_PATH_FREE], m[ES_NOT_SENT], m[BOTH], m[SPLIT]
     return [
         "",
-        f"What bounds the rate: {len(raw_runs)} more rounds of a raw read, then four runs of bp consume, in an order "
+        f"What bounds the rate: {len(raw_runs)} more rounds of a raw read, then five runs of bp consume, in an order "
         "that rotates from round to round: as is; with each batch's parse, score and route looked up instead of "
         "computed (by `route_records` itself, before the run: as if the hot path took no time, native code "
         "included; each batch is still assembled record by record); with each bulk request encoded as usual but "
         "not sent (every document counts as indexed; the archive, the dead-letter topic and the commits as usual: "
-        "the consumer process on its own, as if Elasticsearch ran on another host and answered at once); and with "
-        "both.",
+        "the consumer process on its own, as if Elasticsearch ran on another host and answered at once); with "
+        "both; and with each batch's bulk request sent as two requests at once, half of the documents in each "
+        "(Elasticsearch indexes each request on one write thread).",
         "",
         *table,
         "",
@@ -661,7 +711,9 @@ def bounds_section(messages: int, raw_runs: list[float], runs: dict[str, list]) 
         f"{alone['cpu']:.2f} and {both['cpu']:.2f} CPU-s). Every run indexed or counted {anomalies} "
         f"anomalies, archived {normals} normals and rejected {rejected}. The two runs with "
         "Elasticsearch's work bound what faster consumer code could give on this machine; the two without it, "
-        "what it could give with Elasticsearch on another host.",
+        f"what it could give with Elasticsearch on another host. Two bulk requests at once take bp consume to "
+        f"{split['ratio']:.3f}× (Elasticsearch at {split['es']:.2f} CPU-s, its bulk requests {split['bulk']:.2f} s); "
+        f"the rate changes by {_changes(split['gains'])}.",
     ]
 
 
@@ -674,10 +726,10 @@ def alone_section(messages: int, raw_runs: list[float], runs: dict[int, list], d
     lines = [
         "",
         f"Elasticsearch alone, in the same rounds, right after each raw read: the {documents} anomaly documents "
-        f"of the {messages} messages, in the {requests} bulk requests bp consume sends for them (one per batch), "
-        "sent back to back by `ElasticsearchSink` into a fresh index made from the same template, with nothing "
-        "else running: no Kafka read, no parse, score or route, no archive, no commit. No consumer can index "
-        "a run's anomalies faster on this machine; the rate is the run's messages over that time.",
+        f"of the {messages} messages, in {requests} bulk requests (one per poll of up to 5000 messages, as bp "
+        "consume groups them), sent back to back by `ElasticsearchSink` into a fresh index made from the same "
+        "template, with nothing else running: no Kafka read, no parse, score or route, no archive, no commit. "
+        "The rate is the run's messages over that time.",
         "",
         "| bulk requests | messages/s (median) | runs (messages/s) | ratio | documents/s | Elasticsearch CPU-s "
         "| this process CPU-s | span, s |",
@@ -719,8 +771,9 @@ def main() -> int:
                         help="then N alternating runs of each with the stack's servers pinned to the last core")
     parser.add_argument("--bounds", type=int, default=0, metavar="N",
                         help="then N rounds of a raw read, a run's bulk requests sent to Elasticsearch alone, and "
-                             "ours four ways: as is, with its parse, score and route looked up, with its bulk "
-                             "requests not sent, with both: which of them bounds the rate")
+                             "ours five ways: as is, with its parse, score and route looked up, with its bulk "
+                             "requests not sent, with both, with each bulk request sent as two at once: which of "
+                             "them bounds the rate")
     parser.add_argument("--profile", action="store_true", help="profile one more run of ours with pyinstrument")
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "bench-consumer.md")
     args = parser.parse_args()
@@ -779,7 +832,8 @@ def main() -> int:
         if args.bounds:
             looked_up, not_sent = PreparePrecomputed(settings, args.messages), BulkNotSent()
             bounds_raw, bounds_runs, alone_runs = arm_rounds(settings, args.messages, args.bounds, {
-                AS_IS: (), HOT_PATH_FREE: (looked_up,), ES_NOT_SENT: (not_sent,), BOTH: (looked_up, not_sent)},
+                AS_IS: (), HOT_PATH_FREE: (looked_up,), ES_NOT_SENT: (not_sent,), BOTH: (looked_up, not_sent),
+                SPLIT: (BulkSplit(2),)},
                 "bounds", {in_flight: functools.partial(elasticsearch_alone, settings, looked_up.bulks,
                                                         in_flight=in_flight) for in_flight in (1, 2)})
             bulk_documents = sum(map(len, looked_up.bulks)), len(looked_up.bulks)
