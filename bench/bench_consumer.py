@@ -34,16 +34,17 @@ the consumer gets a core to itself, as if Elasticsearch ran on another host (as 
 its own core is not saturated: the report gives its share). That tells whether the
 machine or the consumer process is the bound. Every affinity is restored afterwards; and
 should a run be killed inside, the next one gives the servers their cores back first.
-``--bounds N`` then does N rounds of a raw read and five runs of ours, in an order that
+``--bounds N`` then does N rounds of a raw read and six runs of ours, in an order that
 rotates from round to round: as is; with every batch's parse, score and route looked up
 (computed before the run by ``route_records`` itself: what a hot path that took no time,
 native code included, could gain end to end); with its bulk requests encoded but not sent
 (the consumer process on its own, as if Elasticsearch ran on another host and answered at
-once); with both; and with each bulk request sent as two at once. It tells which bound the
-rate: Elasticsearch's share of this machine, or the consumer's own work. Each round also
-sends a run's bulk requests to Elasticsearch alone, one and then two in flight, with
-nothing else running: how fast this machine's Elasticsearch takes a run's anomalies, the
-ceiling of any consumer that indexes them before it commits.
+once); with both; with each bulk request sent as two at once; and with the lookup and two
+at once. It tells which bound the rate: Elasticsearch's share of this machine, or the
+consumer's own work. Each round also sends a run's bulk requests to Elasticsearch alone,
+one and then two in flight, with nothing else running: how fast this machine's
+Elasticsearch takes a run's anomalies, the ceiling of any consumer that indexes them
+before it commits.
 With ``--profile``, one more run of ours is profiled (pyinstrument slows it: that run
 shows where the time goes, not the rate).
 
@@ -683,22 +684,24 @@ def _changes(gains: list[float]) -> str:
 AS_IS, HOT_PATH_FREE = "bp consume", "bp consume, parse, score and route looked up"
 ES_NOT_SENT, BOTH = "bp consume, bulk requests encoded, not sent", "bp consume, both"
 SPLIT = "bp consume, each bulk request sent as two at once"
+SPLIT_FREE = "bp consume, looked up and two at once"
 
 
 def bounds_section(messages: int, raw_runs: list[float], runs: dict[str, list]) -> list[str]:
     """The report of ``--bounds``: which of Elasticsearch's share and the consumer's own work bounds the rate."""
     table, m, (anomalies, normals, rejected) = _arms_table(messages, raw_runs, runs)
-    free, alone, both, split = m[HOT_PATH_FREE], m[ES_NOT_SENT], m[BOTH], m[SPLIT]
+    free, alone, both, split, split_free = m[HOT_PATH_FREE], m[ES_NOT_SENT], m[BOTH], m[SPLIT], m[SPLIT_FREE]
     return [
         "",
-        f"What bounds the rate: {len(raw_runs)} more rounds of a raw read, then five runs of bp consume, in an order "
+        f"What bounds the rate: {len(raw_runs)} more rounds of a raw read, then six runs of bp consume, in an order "
         "that rotates from round to round: as is; with each batch's parse, score and route looked up instead of "
         "computed (by `route_records` itself, before the run: as if the hot path took no time, native code "
         "included; each batch is still assembled record by record); with each bulk request encoded as usual but "
         "not sent (every document counts as indexed; the archive, the dead-letter topic and the commits as usual: "
         "the consumer process on its own, as if Elasticsearch ran on another host and answered at once); with "
-        "both; and with each batch's bulk request sent as two requests at once, half of the documents in each "
-        "(Elasticsearch indexes each request on one write thread).",
+        "both; with each batch's bulk request sent as two requests at once, half of the documents in each "
+        "(Elasticsearch indexes each request on one write thread); and with the hot path looked up and two "
+        "requests at once.",
         "",
         *table,
         "",
@@ -713,7 +716,8 @@ def bounds_section(messages: int, raw_runs: list[float], runs: dict[str, list]) 
         "Elasticsearch's work bound what faster consumer code could give on this machine; the two without it, "
         f"what it could give with Elasticsearch on another host. Two bulk requests at once take bp consume to "
         f"{split['ratio']:.3f}× (Elasticsearch at {split['es']:.2f} CPU-s, its bulk requests {split['bulk']:.2f} s); "
-        f"the rate changes by {_changes(split['gains'])}.",
+        f"the rate changes by {_changes(split['gains'])}; with the hot path looked up as well, "
+        f"{split_free['ratio']:.3f}× ({_changes(split_free['gains'])} over as is).",
     ]
 
 
@@ -771,9 +775,9 @@ def main() -> int:
                         help="then N alternating runs of each with the stack's servers pinned to the last core")
     parser.add_argument("--bounds", type=int, default=0, metavar="N",
                         help="then N rounds of a raw read, a run's bulk requests sent to Elasticsearch alone, and "
-                             "ours five ways: as is, with its parse, score and route looked up, with its bulk "
-                             "requests not sent, with both, with each bulk request sent as two at once: which of "
-                             "them bounds the rate")
+                             "ours six ways: as is, with its parse, score and route looked up, with its bulk "
+                             "requests not sent, with both, with each bulk request sent as two at once, with that "
+                             "and the lookup: which of them bounds the rate")
     parser.add_argument("--profile", action="store_true", help="profile one more run of ours with pyinstrument")
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "bench-consumer.md")
     args = parser.parse_args()
@@ -833,7 +837,7 @@ def main() -> int:
             looked_up, not_sent = PreparePrecomputed(settings, args.messages), BulkNotSent()
             bounds_raw, bounds_runs, alone_runs = arm_rounds(settings, args.messages, args.bounds, {
                 AS_IS: (), HOT_PATH_FREE: (looked_up,), ES_NOT_SENT: (not_sent,), BOTH: (looked_up, not_sent),
-                SPLIT: (BulkSplit(2),)},
+                SPLIT: (BulkSplit(2),), SPLIT_FREE: (looked_up, BulkSplit(2))},
                 "bounds", {in_flight: functools.partial(elasticsearch_alone, settings, looked_up.bulks,
                                                         in_flight=in_flight) for in_flight in (1, 2)})
             bulk_documents = sum(map(len, looked_up.bulks)), len(looked_up.bulks)
