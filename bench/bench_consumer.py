@@ -66,6 +66,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Callable
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -237,8 +238,9 @@ def elasticsearch_alone(settings, bulks: list[list], run: str, in_flight: int = 
     back to back through ``ElasticsearchSink``, as bp consume sends them, into a fresh index
     made from the same template, ``in_flight`` at a time (``--bounds``).
 
-    No consumer can index a run's anomalies faster than this on this machine, even one
-    whose reading, parsing, scoring, routing and archiving cost nothing. Returns (seconds
+    With as many requests in flight as the node has write threads (one per core), no
+    consumer can index a run's anomalies faster on this machine, even one whose reading,
+    parsing, scoring, routing and archiving cost nothing. Returns (seconds
     from the first request to the last answer, CPU seconds spent meanwhile by this process
     and the stack's servers).
     """
@@ -308,7 +310,7 @@ class BulkSplit:
     (``--bounds``).
 
     Elasticsearch indexes one bulk request on one write thread; with nothing else running
-    here, two requests in flight index a run's anomalies about twice as fast as one
+    here, two requests in flight index a run's anomalies 1.5 to 2 times as fast as one
     (``elasticsearch_alone``). The runs inside tell whether bp consume would gain as much
     beside Elasticsearch on this machine. A diagnostic of the benchmark only: a failure of
     one part is not handled as bp_core's sink handles it.
@@ -583,7 +585,7 @@ def seed_style(settings, sample: int) -> tuple[float, int]:
 
 
 def arm_rounds(settings, messages: int, rounds: int, arms: dict[str, tuple], label: str,
-               probes: dict[str, object] | None = None) -> tuple[list, dict, dict]:
+               probes: dict[object, Callable[[str], tuple[float, dict]]] | None = None) -> tuple[list, dict, dict]:
     """``rounds`` rounds of a raw read (the machine's speed drifts: one each round), then
     each of ``probes`` (a function of a run label returning (seconds, CPU seconds)), then one
     run of bp consume per arm, within that arm's context managers, in an order that rotates
