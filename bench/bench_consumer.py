@@ -97,7 +97,7 @@ def drop_bench_resources(settings, admin) -> None:
 
 
 def fill_topic(settings, count: int) -> float:
-    from bp_core.producer import produce
+    from bp_core.simulation.stream import produce
 
     started = time.monotonic()
     summary = produce(settings, count=count, patients=2000, seed=7)
@@ -106,7 +106,7 @@ def fill_topic(settings, count: int) -> float:
 
 
 def register_champion(settings) -> str:
-    from bp_core.dataset import generate_dataset
+    from bp_core.simulation.datasets import generate_dataset
     from bp_core.model.promotion import promote
     from bp_core.model.training import train_and_register
 

@@ -3,7 +3,7 @@
     .venv/bin/python bench/bench_latency.py --rate 1000 --seconds 30
 
 A ``bp consume`` process (model-less: rules only, so only the pipeline is measured)
-runs on a fresh topic while ``bp_core.producer.produce`` streams at ``--rate`` readings/s.
+runs on a fresh topic while ``bp_core.simulation.stream.produce`` streams at ``--rate`` readings/s.
 For every anomaly document in Elasticsearch, latency = its ``ingested_at`` (set by the
 consumer when it built the document, just before the bulk request) minus the Kafka
 record's timestamp (CreateTime, set by the producer when it sent it), joined on
@@ -47,7 +47,7 @@ def main() -> int:
     from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
     from kafka.admin import NewTopic
 
-    from bp_core.producer import produce
+    from bp_core.simulation.stream import produce
     from bp_core.settings import Settings
 
     tmp = Path(tempfile.mkdtemp(prefix="bp-latency-"))

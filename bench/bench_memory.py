@@ -61,7 +61,7 @@ def main() -> int:
     from kafka import KafkaAdminClient
     from kafka.admin import NewTopic
 
-    from bp_core.producer import produce
+    from bp_core.simulation.stream import produce
     from bp_core.settings import Settings
 
     tmp = Path(tempfile.mkdtemp(prefix="bp-memory-"))

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/bench_producer.py --count 200000
 
-Both use the same producer configuration (``bp_core.producer.PRODUCER_CONFIG``: acks=all,
+Both use the same producer configuration (``bp_core.simulation.stream.PRODUCER_CONFIG``: acks=all,
 lz4, linger 20 ms, 256 KiB batches) on a fresh topic each; the topics are deleted after.
 Prints a markdown section and writes it to docs/bench-producer.md.
 """
@@ -30,7 +30,7 @@ def _cpu_model() -> str:
 
 def raw_baseline(settings, topic: str, count: int, patients: int) -> float:
     """msgs/s of KafkaProducer.send over payloads serialised before the clock starts."""
-    from bp_core.producer import connect, iter_payloads, stream_cohort
+    from bp_core.simulation.stream import connect, iter_payloads, stream_cohort
 
     payloads = list(iter_payloads(stream_cohort(patients=patients, seed=1, rate=None), limit=count))
     producer = connect(settings)
@@ -44,7 +44,7 @@ def raw_baseline(settings, topic: str, count: int, patients: int) -> float:
 
 
 def ours(settings, topic: str, count: int, patients: int) -> float:
-    from bp_core.producer import produce
+    from bp_core.simulation.stream import produce
 
     summary = produce(settings.with_(topic=topic), count=count, patients=patients, seed=1)
     assert summary.failed == 0, summary.line()
@@ -84,7 +84,7 @@ Config for both: acks=all, lz4, linger_ms=20, batch_size=256 KiB.
 | producer | msgs/s |
 |---|---:|
 | raw kafka-python `send()` of pre-serialised payloads | {raw_rate:,.0f} |
-| `bp_core.producer.produce()` (simulate + serialise + send + count acks) | {our_rate:,.0f} |
+| `bp_core.simulation.stream.produce()` (simulate + serialise + send + count acks) | {our_rate:,.0f} |
 | **ratio ours / raw** | **{our_rate / raw_rate:.2f}** |
 
 Machine: {nproc} CPUs, {_cpu_model()}; Python {platform.python_version()}, kafka-python {kafka.__version__},

@@ -3,7 +3,7 @@
     .venv/bin/python bench/bench_training.py --rows 1000000
 
 Measures, on this machine:
-1. simulating ``--rows`` readings (``bp_core.dataset.generate_dataset``, parquet written);
+1. simulating ``--rows`` readings (``bp_core.simulation.datasets.generate_dataset``, parquet written);
 2. training on them: fit + hold-out evaluation only (``fit_and_evaluate``), then the
    whole ``train_and_register`` (load, fit, MLflow run, figures, model logged and
    registered) against a throw-away SQLite store;
@@ -30,7 +30,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bp_core.dataset import generate_dataset, load_dataset  # noqa: E402
+from bp_core.simulation.datasets import generate_dataset, load_dataset  # noqa: E402
 from bp_core.features import feature_matrix  # noqa: E402
 from bp_core.model.serving import served  # noqa: E402
 from bp_core.model.training import fit_and_evaluate, train_and_register  # noqa: E402

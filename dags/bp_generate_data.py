@@ -40,7 +40,7 @@ reproduces the same data).
 def bp_generate_data():
     @task(outlets=[TRAINING_DATA])
     def generate() -> dict:
-        from bp_core.dataset import generate_dataset
+        from bp_core.simulation.datasets import generate_dataset
 
         context = get_current_context()
         params = context["params"]

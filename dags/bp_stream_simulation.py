@@ -37,7 +37,7 @@ Trigger it by hand ("Trigger DAG" with params); it has no schedule.
 def bp_stream_simulation():
     @task
     def produce() -> dict:
-        from bp_core.producer import produce as produce_observations
+        from bp_core.simulation.stream import produce as produce_observations
 
         params = get_current_context()["params"]
         summary = produce_observations(settings(), count=params["count"], rate=params["rate"],

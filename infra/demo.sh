@@ -7,7 +7,7 @@
 #   4. starts the consumer in the background (or reuses the one an earlier demo started)
 #   5. streams readings with `bp produce`, plus a few malformed messages (for the DLQ)
 #   6. waits until the consumer group has committed the topic's end offsets
-#   7. prints a summary (bp_core/demo.py) and how to open the UIs and stop everything
+#   7. prints a summary (infra/demo.py) and how to open the UIs and stop everything
 #
 # One status line per step on the terminal; each step's output goes to a log file under
 # $AIRFLOW_HOME/logs-demo/. Any failure: exit 1 with a one-line reason and the log path.
@@ -114,11 +114,11 @@ if ! consumer_alive && port_open "$METRICS_PORT"; then
 fi
 
 # ---------------------------------------------------------------- 1. the stack
-if "$PY" -m bp_core.demo services >"$LOGS/services.log" 2>&1; then
+if "$PY" "$ROOT/infra/demo.py" services >"$LOGS/services.log" 2>&1; then
   say "stack: Kafka and Elasticsearch already up (left as they are)"
 else
   step "start the local stack (infra/stack.sh up)" "$LOGS/stack.log" "$ROOT/infra/stack.sh" up
-  "$PY" -m bp_core.demo services >"$LOGS/services.log" 2>&1 \
+  "$PY" "$ROOT/infra/demo.py" services >"$LOGS/services.log" 2>&1 \
     || fail "$(tail -1 "$LOGS/services.log") after infra/stack.sh up (check BP_KAFKA_BOOTSTRAP / BP_ES_URL)"
 fi
 
@@ -137,7 +137,7 @@ fi
 dag_run "bp_generate_data ($PATIENTS patients, $READINGS readings)" bp_generate_data \
   "{\"patients\": $PATIENTS, \"readings\": $READINGS}"
 dag_run "bp_train_model" bp_train_model "{\"data_path\": \"$BP_DATA_DIR/training/$TODAY\"}"
-CHALLENGER="$("$PY" -m bp_core.demo challenger 2>"$LOGS/challenger.log")" \
+CHALLENGER="$("$PY" "$ROOT/infra/demo.py" challenger 2>"$LOGS/challenger.log")" \
   || fail "cannot read the challenger from MLflow: $(tail -1 "$LOGS/challenger.log"); see $LOGS/challenger.log"
 dag_run "bp_promote_model (challenger v$CHALLENGER)" bp_promote_model "{\"holdout_readings\": $HOLDOUT}"
 
@@ -168,22 +168,22 @@ else
   printf '[demo] %-44s ok %6s s\n' "start the consumer (pid $CONSUMER_PID, :$METRICS_PORT)" "$(since "$t0")"
 fi
 step "scrape the consumer's metrics" "$LOGS/scrape.log" \
-  "$PY" -m bp_core.demo scrape --port "$METRICS_PORT" --out "$LOGS/metrics-before.json"
+  "$PY" "$ROOT/infra/demo.py" scrape --port "$METRICS_PORT" --out "$LOGS/metrics-before.json"
 
 # ---------------------------------------------------------------- 5. stream
 T_STREAM="$(now)"
 step "bp produce --count $COUNT (as fast as possible)" "$LOGS/produce.log" \
   "$BIN/bp" produce --count "$COUNT" --patients 200
-step "send malformed messages (for the DLQ)" "$LOGS/malformed.log" "$PY" -m bp_core.demo malformed
+step "send malformed messages (for the DLQ)" "$LOGS/malformed.log" "$PY" "$ROOT/infra/demo.py" malformed
 MALFORMED="$(tail -1 "$LOGS/malformed.log")"
 
 # ---------------------------------------------------------------- 6. wait
 step "wait for the consumer to commit everything" "$LOGS/wait.log" \
-  "$PY" -m bp_core.demo wait --timeout "$WAIT_TIMEOUT" --consumer-pid "$CONSUMER_PID" --consumer-log "$CONSUMER_LOG"
+  "$PY" "$ROOT/infra/demo.py" wait --timeout "$WAIT_TIMEOUT" --consumer-pid "$CONSUMER_PID" --consumer-log "$CONSUMER_LOG"
 E2E="$(since "$T_STREAM")"
 
 # ---------------------------------------------------------------- 7. summary
-"$PY" -m bp_core.demo summary --challenger "$CHALLENGER" --metrics-port "$METRICS_PORT" \
+"$PY" "$ROOT/infra/demo.py" summary --challenger "$CHALLENGER" --metrics-port "$METRICS_PORT" \
   --metrics-before "$LOGS/metrics-before.json" --produced "$COUNT" --malformed "$MALFORMED" \
   --e2e-seconds "$E2E" --consumer-pid "$CONSUMER_PID" --consumer-pid-file "$PID_FILE" \
   --consumer-log "$CONSUMER_LOG" $REUSED --airflow-home "$AF_HOME" --json "$LOGS/summary.json" \

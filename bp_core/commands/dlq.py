@@ -31,7 +31,7 @@ def add_arguments(parser) -> None:
 
 
 def _filters(parser) -> None:
-    from bp_core.dead_letters import STAGES
+    from bp_core.dead_letters.reader import STAGES
 
     parser.add_argument("--stage", choices=STAGES,
                         help="only dead letters of this stage (parse: not a usable Observation; "
@@ -53,7 +53,7 @@ def run(args, settings) -> int:
 def _show(args, settings) -> int:
     from collections import deque
 
-    from bp_core.dead_letters import Summary, read_dead_letters
+    from bp_core.dead_letters.reader import Summary, read_dead_letters
 
     summary, last = Summary(), deque(maxlen=args.limit)
     for letter in read_dead_letters(settings.kafka_bootstrap, settings.dlq_topic):
@@ -92,7 +92,7 @@ def _when(iso: str) -> str:
 
 
 def _replay(args, settings) -> int:
-    from bp_core.dead_letter_replay import DEFAULT_GROUP, DeadLetterReplay
+    from bp_core.dead_letters.replay import DEFAULT_GROUP, DeadLetterReplay
 
     group = args.group or DEFAULT_GROUP
     replay = DeadLetterReplay(settings, group=group, stage=args.stage, reason=args.reason, dry_run=args.dry_run)

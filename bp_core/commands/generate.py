@@ -50,7 +50,7 @@ def run(args, settings) -> int:
     import sys
     import time
 
-    from bp_core.dataset import generate_dataset, read_manifest
+    from bp_core.simulation.datasets import generate_dataset, read_manifest
     from bp_core.errors import UsageError
 
     start = parse_start(args.start)

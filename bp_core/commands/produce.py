@@ -22,7 +22,7 @@ def run(args, settings) -> int:
     import logging
     import sys
 
-    from bp_core.producer import produce
+    from bp_core.simulation.stream import produce
 
     if not args.verbose:
         # kafka-python logs every reconnect attempt; failures reach the user as our one line.

@@ -12,7 +12,7 @@ def add_arguments(parser) -> None:
 
 def run(args, settings) -> int:
     from bp_core.errors import UsageError
-    from bp_core.setup import ensure_elasticsearch, ensure_topics
+    from bp_core.provisioning import ensure_elasticsearch, ensure_topics
 
     if args.partitions < 1:
         raise UsageError(f"--partitions must be at least 1, got {args.partitions}")

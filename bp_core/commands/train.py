@@ -31,7 +31,7 @@ def run(args, settings) -> int:
     else:
         if args.patients < 2 or args.readings < args.patients:
             raise UsageError("--patients must be at least 2 and --readings at least --patients")
-        from bp_core.dataset import generate_dataset
+        from bp_core.simulation.datasets import generate_dataset
 
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
         data_path = generate_dataset(Path(settings.data_dir) / "training" / stamp, patients=args.patients,

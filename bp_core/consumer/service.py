@@ -23,7 +23,7 @@ polling (nothing is returned while paused) so the member stays in its group. Not
 committed until the batch is written, so a crash at any point replays from the last
 commit, and the sinks' idempotence turns the replay into no duplicate: Elasticsearch
 by ``_id``, the archive by Kafka position, the dead-letter topic by the mark committed
-with the offsets (``bp_core.sinks.dlq_ledger``): the first time a batch holds a
+with the offsets (``bp_core.dead_letters.ledger``): the first time a batch holds a
 partition, what the DLQ holds for it since its last commit is read back, and not sent
 again.
 
@@ -57,7 +57,7 @@ from bp_core.rules import Thresholds
 from bp_core.settings import Settings
 from bp_core.sinks.archive import ArchiveBatch, ArchiveSink
 from bp_core.sinks.dlq import DeadLetterSink
-from bp_core.sinks.dlq_ledger import DeadLetterLedger, DeadLetterReader, decode_mark
+from bp_core.dead_letters.ledger import DeadLetterLedger, DeadLetterReader, decode_mark
 from bp_core.sinks.elasticsearch import ElasticsearchSink, error_reason, refused_for_good
 from bp_core.sinks.es_template import ensure_index_template
 

@@ -17,7 +17,7 @@ import orjson
 from bp_core.fhir import codes
 
 if TYPE_CHECKING:  # pragma: no cover - typing only, avoids importing numpy/Faker here
-    from bp_core.cohort import SimulatedPatient
+    from bp_core.simulation.cohort import SimulatedPatient
 
 PATIENT_IDENTIFIER_SYSTEM = "urn:bp-monitor:patient"
 

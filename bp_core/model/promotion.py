@@ -136,7 +136,7 @@ def compare(challenger: dict[str, float], champion: dict[str, float], *, margin:
 
 
 def _generate_holdout(settings: Settings, *, readings: int, seed: int, workdir: Path) -> pd.DataFrame:
-    from bp_core.dataset import generate_dataset, load_dataset
+    from bp_core.simulation.datasets import generate_dataset, load_dataset
 
     patients = max(20, readings // READINGS_PER_HOLDOUT_PATIENT)
     path = generate_dataset(workdir, patients=patients, readings=readings, seed=seed)

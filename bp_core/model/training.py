@@ -150,7 +150,7 @@ def fit_and_evaluate(frame: pd.DataFrame, settings: Settings, *, seed: int = 0, 
     """Split by patient, fit the pipeline, evaluate it and the rules on the hold-out.
 
     Args:
-        frame: readings in the data-set contract (``bp_core.dataset``).
+        frame: readings in the data-set contract (``bp_core.simulation.datasets``).
         settings: thresholds and ``model_threshold``.
         seed: split and solver random state.
         C: inverse regularisation strength.
@@ -257,14 +257,14 @@ def ensure_experiment(client, settings: Settings) -> str:
 
 
 def _load(data_path: Path) -> pd.DataFrame:
-    from bp_core.dataset import load_dataset
+    from bp_core.simulation.datasets import load_dataset
 
     return load_dataset(data_path)
 
 
 def _manifest_tags(data_path: Path) -> dict[str, str]:
     """The data set manifest's digest and seed as run tags; none for a bare parquet file."""
-    from bp_core.dataset import read_manifest
+    from bp_core.simulation.datasets import read_manifest
 
     try:
         manifest = read_manifest(data_path)
@@ -322,7 +322,7 @@ def train_and_register(settings: Settings, data_path: Path, *, seed: int = 0, C:
 
     Args:
         settings: tracking URI, model name, thresholds, data folder.
-        data_path: the data set (folder or parquet file, see ``bp_core.dataset``).
+        data_path: the data set (folder or parquet file, see ``bp_core.simulation.datasets``).
         seed: split and solver random state.
         C: inverse regularisation strength.
     Returns:

@@ -10,7 +10,7 @@ Headers say why and where from, so a DLQ record can be inspected and replayed:
                          record with neither key nor value, so its DLQ copy carries b'')
 
 With a ``DeadLetterLedger`` (``bp consume``), every record goes to partition 0 and what
-the DLQ already holds is not sent again: see ``bp_core.sinks.dlq_ledger``.
+the DLQ already holds is not sent again: see ``bp_core.dead_letters.ledger``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from typing import NoReturn
 
 from bp_core.errors import SinkUnavailable
-from bp_core.sinks.dlq_ledger import DLQ_PARTITION, DeadLetterEntry, DeadLetterLedger, DeadLetterReader
+from bp_core.dead_letters.ledger import DLQ_PARTITION, DeadLetterEntry, DeadLetterLedger, DeadLetterReader
 
 MAX_REASON_BYTES = 4096
 

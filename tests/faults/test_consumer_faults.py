@@ -327,7 +327,7 @@ def _producer(settings) -> KafkaProducer:
 
 
 def test_a_flush_that_timed_out_settles_its_sends_instead_of_sending_again(settings):
-    from bp_core.sinks.dlq_ledger import DeadLetterLedger, DeadLetterReader
+    from bp_core.dead_letters.ledger import DeadLetterLedger, DeadLetterReader
 
     reader = DeadLetterReader(settings.kafka_bootstrap, settings.dlq_topic, settings.topic, timeout_s=10)
     sink = DeadLetterSink(_producer(settings), settings.dlq_topic, ledger=DeadLetterLedger(), reader=reader,

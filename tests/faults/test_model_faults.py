@@ -87,7 +87,7 @@ def _versions(es, settings, prefix: str) -> set:
 
 @pytest.mark.timeout(300)
 def test_mlflow_unreachable_at_start_then_during_refresh(settings, es, tmp_path, mlflow_server):
-    from bp_core.dataset import generate_dataset
+    from bp_core.simulation.datasets import generate_dataset
     from bp_core.model.promotion import promote
     from bp_core.model.training import train_and_register
 

@@ -19,7 +19,7 @@ def classify(env_extra: dict, *args: str) -> list[dict]:
 
 
 def test_champion_and_exported_file_give_a_probability(settings, tmp_path):
-    from bp_core.dataset import generate_dataset
+    from bp_core.simulation.datasets import generate_dataset
     from bp_core.model.promotion import promote
     from bp_core.model.training import train_and_register
 

@@ -316,7 +316,7 @@ def test_two_consumers_share_partitions_without_duplicates(settings, es, tmp_pat
 def test_a_promoted_model_scores_the_following_documents(settings, es, tmp_path):
     from mlflow import MlflowClient
 
-    from bp_core.dataset import generate_dataset
+    from bp_core.simulation.datasets import generate_dataset
     from bp_core.model.promotion import promote
     from bp_core.model.training import train_and_register
 

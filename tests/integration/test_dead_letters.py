@@ -15,7 +15,7 @@ import orjson
 import pytest
 
 from bp_core.cli import main
-from bp_core.dead_letter_replay import DeadLetterReplay
+from bp_core.dead_letters.replay import DeadLetterReplay
 from bp_core.sinks.archive import read_archive
 from tests.integration.helpers import BP, REPO, bp_env, dumps, observation, read_all, send, wait_for
 

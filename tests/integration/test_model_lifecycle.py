@@ -14,7 +14,7 @@ import mlflow
 import numpy as np
 import pytest
 
-from bp_core.dataset import generate_dataset, load_dataset
+from bp_core.simulation.datasets import generate_dataset, load_dataset
 from bp_core.errors import ModelUnavailable
 from bp_core.features import feature_matrix
 from bp_core.model.promotion import promote, rollback

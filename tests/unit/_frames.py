@@ -1,4 +1,4 @@
-"""A small readings frame in the data-set contract of ``bp_core.dataset``, for tests.
+"""A small readings frame in the data-set contract of ``bp_core.simulation.datasets``, for tests.
 
 Independent of the simulator on purpose: unit tests of features and metrics should not
 depend on the cohort's calibration. Patients have a baseline (some hypertensive, some

@@ -1,11 +1,11 @@
-"""bp_core.cohort: determinism, calibration (prevalences, trends, dip, rare crises), labels."""
+"""bp_core.simulation.cohort: determinism, calibration (prevalences, trends, dip, rare crises), labels."""
 
 from datetime import datetime, timezone
 
 import numpy as np
 import pytest
 
-from bp_core.cohort import CONDITIONS, FRAME_COLUMNS, Cohort
+from bp_core.simulation.cohort import CONDITIONS, FRAME_COLUMNS, Cohort
 from bp_core.rules import category_codes, rule_anomaly_mask
 
 

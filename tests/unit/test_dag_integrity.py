@@ -22,7 +22,7 @@ PLUGINS = REPO / "plugins"
 DAG_IDS = {"bp_generate_data", "bp_train_model", "bp_promote_model", "bp_stream_simulation"}
 # Modules a DAG file must not import at parse time (they belong inside tasks).
 HEAVY = ("mlflow", "sklearn", "kafka", "pandas", "numpy", "pyarrow", "elasticsearch", "bp_core.model",
-         "bp_core.dataset", "bp_core.producer", "bp_core.consumer")
+         "bp_core.simulation.datasets", "bp_core.simulation.stream", "bp_core.consumer")
 
 _INSPECT = r"""
 import json, sys

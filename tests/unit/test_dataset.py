@@ -1,4 +1,4 @@
-"""bp_core.dataset and ``bp generate``: the data set contract the training code reads."""
+"""bp_core.simulation.datasets and ``bp generate``: the data set contract the training code reads."""
 
 import hashlib
 import json
@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from bp_core.cli import main
-from bp_core.dataset import COLUMNS, generate_dataset, load_dataset, read_manifest
+from bp_core.simulation.datasets import COLUMNS, generate_dataset, load_dataset, read_manifest
 
 
 def test_generate_writes_the_contract(tmp_path):

@@ -6,8 +6,8 @@ from collections import namedtuple
 
 import pytest
 
-from bp_core.dead_letter_replay import decode_mark, encode_mark
-from bp_core.dead_letters import DeadLetter, Summary, parse_replay_header, reason_kind, replay_header
+from bp_core.dead_letters.replay import decode_mark, encode_mark
+from bp_core.dead_letters.reader import DeadLetter, Summary, parse_replay_header, reason_kind, replay_header
 
 Record = namedtuple("Record", "topic partition offset key value headers")
 

@@ -1,11 +1,17 @@
-"""The pure half of `make demo` (bp_core/demo.py): summary computation and formatting."""
+"""The pure half of `make demo` (infra/demo.py): summary computation and formatting."""
 
 from __future__ import annotations
 
+import importlib.util
 import math
+from pathlib import Path
 
-from bp_core.demo import (CATEGORIES, build_summary, format_summary, lag_by_partition, malformed_messages,
-                          parse_prometheus, throughput)
+_SPEC = importlib.util.spec_from_file_location("bp_demo", Path(__file__).resolve().parents[2] / "infra" / "demo.py")
+demo = importlib.util.module_from_spec(_SPEC)
+_SPEC.loader.exec_module(demo)
+CATEGORIES, build_summary, format_summary = demo.CATEGORIES, demo.build_summary, demo.format_summary
+lag_by_partition, malformed_messages, parse_prometheus, throughput = (
+    demo.lag_by_partition, demo.malformed_messages, demo.parse_prometheus, demo.throughput)
 
 METRICS_TEXT = """\
 # HELP bp_messages_consumed_total Kafka messages consumed

@@ -7,7 +7,7 @@ import pytest
 from fhir.resources.R4B.observation import Observation
 from fhir.resources.R4B.patient import Patient
 
-from bp_core.cohort import Cohort
+from bp_core.simulation.cohort import Cohort
 from bp_core.fhir import codes
 from bp_core.fhir.build import build_observation, build_patient, observation_bytes
 

@@ -43,7 +43,7 @@ def test_unacknowledged_sends_keep_the_buffer(stack, topic):
 
 
 def _ledgered_sink(stack, topic, ledger=None):
-    from bp_core.sinks.dlq_ledger import DeadLetterLedger, DeadLetterReader
+    from bp_core.dead_letters.ledger import DeadLetterLedger, DeadLetterReader
 
     producer = KafkaProducer(bootstrap_servers=stack.kafka_bootstrap, acks="all")
     reader = DeadLetterReader(stack.kafka_bootstrap, f"{topic}.dlq", topic, timeout_s=10)
@@ -81,7 +81,7 @@ def test_a_send_that_failed_but_landed_is_read_back_and_not_sent_again(stack, to
 
 
 def test_a_new_owner_reads_back_from_the_committed_mark(stack, topic):
-    from bp_core.sinks.dlq_ledger import DeadLetterLedger, decode_mark
+    from bp_core.dead_letters.ledger import DeadLetterLedger, decode_mark
 
     first = _ledgered_sink(stack, topic)
     first.ledger.take_up(1, dlq_end=first.reader.end())

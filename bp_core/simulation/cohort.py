@@ -77,7 +77,7 @@ SEXES: tuple[str, ...] = ("female", "male")
 DEFAULT_START = datetime(2025, 1, 1, tzinfo=timezone.utc)
 DEFAULT_INTERVAL = timedelta(hours=4)
 
-# The dataset contract's columns, in order (see bp_core.dataset).
+# The dataset contract's columns, in order (see bp_core.simulation.datasets).
 FRAME_COLUMNS: tuple[str, ...] = (
     "observation_id", "patient_id", "effective", "systolic_mm_hg", "diastolic_mm_hg",
     "true_systolic_mm_hg", "true_diastolic_mm_hg", "label", "true_category", "episode",
@@ -417,7 +417,7 @@ class Cohort:
     def readings_frame(self, n: int, *, first: int = 0) -> pd.DataFrame:
         """Readings ``first .. first+n-1`` as a DataFrame with ``FRAME_COLUMNS``, vectorised.
 
-        Columns and dtypes are the dataset contract's (``bp_core.dataset``): ``label`` is
+        Columns and dtypes are the dataset contract's (``bp_core.simulation.datasets``): ``label`` is
         0/1 int64, ``episode`` is '' when none, ``effective`` is tz-aware UTC, strings are
         pandas' (Arrow-backed) ``str``. ``frame.attrs`` holds ``seed``, ``patients``,
         ``start`` and ``interval_s``.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bp_core.sinks.dlq_ledger import DeadLetterEntry, DeadLetterLedger, decode_mark, encode_mark, entry_of_headers
+from bp_core.dead_letters.ledger import DeadLetterEntry, DeadLetterLedger, decode_mark, encode_mark, entry_of_headers
 
 
 def entry(partition: int, offset: int, stage: str = "parse", reason: bytes = b"not JSON") -> DeadLetterEntry:

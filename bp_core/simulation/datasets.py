@@ -111,7 +111,7 @@ def write_dataset(frame: pd.DataFrame, out_dir: str | Path, *, fhir: bool = Fals
         "end": effective.max().isoformat() if len(frame) else None,
         "label_rate": float(frame["label"].mean()) if len(frame) else 0.0,
         "sha256": _sha256(parquet_path),
-        "created_by": f"bp-monitor {__version__} (bp_core.dataset)",
+        "created_by": f"bp-monitor {__version__} (bp_core.simulation.datasets)",
     }
     tmp_manifest = out / f".{MANIFEST_FILE}.tmp"
     tmp_manifest.write_text(json.dumps(manifest, indent=2) + "\n")
@@ -158,7 +158,7 @@ def generate_dataset(out_dir: str | Path, *, patients: int, readings: int, seed:
         ValueError: ``patients`` or ``readings`` is not positive, or ``start`` is naive.
         OSError: ``out_dir`` cannot be written.
     """
-    from bp_core.cohort import Cohort
+    from bp_core.simulation.cohort import Cohort
 
     if patients < 1 or readings < 1:
         raise ValueError(f"patients and readings must be positive, got {patients} and {readings}")

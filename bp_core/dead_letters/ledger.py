@@ -186,7 +186,7 @@ class DeadLetterReader:
     def _client(self):
         from kafka import TopicPartition
 
-        from bp_core.dead_letters import group_less_consumer
+        from bp_core.dead_letters.reader import group_less_consumer
 
         if self._consumer is None:
             self._consumer = group_less_consumer(self.bootstrap, "bp-consumer-dlq-reader", self.timeout_s)
@@ -210,7 +210,7 @@ class DeadLetterReader:
         Raises:
             TimeoutError: the DLQ yielded nothing for ``timeout_s`` before ``end``.
         """
-        from bp_core.dead_letters import read_range
+        from bp_core.dead_letters.reader import read_range
 
         found: list[tuple[DeadLetterEntry, int]] = []
         with self._lock:

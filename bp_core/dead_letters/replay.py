@@ -10,7 +10,7 @@ sends only what was dead-lettered since.
 A replay killed between a send and the commit that covers it must not send it again:
 ``bp consume`` would archive a normal reading twice (the archive knows Kafka positions,
 and a replayed message has a new one). So every commit of the replay's DLQ position
-carries a *mark* in its metadata, like the consumer's DLQ mark (``bp_core.sinks.dlq_ledger``):
+carries a *mark* in its metadata, like the consumer's DLQ mark (``bp_core.dead_letters.ledger``):
 
 - ``bp-replay/1:`` (clean): everything this group sent is covered by the commit;
 - ``bp-replay/1:0=120,1=98,2=131``: the topic's end offsets, partition by partition,
@@ -32,7 +32,7 @@ import logging
 from collections import Counter
 from dataclasses import dataclass, field
 
-from bp_core.dead_letters import (
+from bp_core.dead_letters.reader import (
     REPLAY_HEADER, DeadLetter, group_less_consumer, parse_replay_header, read_range, replay_header,
     topic_partitions,
 )
@@ -184,7 +184,7 @@ class DeadLetterReplay:
     # ------------------------------------------------------------------ sends
 
     def _connect(self):
-        from bp_core.producer import connect
+        from bp_core.simulation.stream import connect
 
         return connect(self.settings, linger_ms=5)
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Callable, TextIO
 from bp_core.errors import BPError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from bp_core.cohort import Cohort
+    from bp_core.simulation.cohort import Cohort
     from bp_core.settings import Settings
 
 # Producer configuration shared with the benchmark's raw baseline.
@@ -78,7 +78,7 @@ def stream_cohort(*, patients: int, seed: int, rate: float | None, start: dateti
     time advances like real time from ``start`` (default: now); without one, readings
     are the cohort's default 4 hours apart.
     """
-    from bp_core.cohort import DEFAULT_INTERVAL, Cohort
+    from bp_core.simulation.cohort import DEFAULT_INTERVAL, Cohort
 
     start = start or datetime.now(timezone.utc).replace(microsecond=0)
     interval = timedelta(seconds=max(patients / rate, 0.001)) if rate else DEFAULT_INTERVAL

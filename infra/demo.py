@@ -1,6 +1,6 @@
 """The Python half of ``make demo`` (``infra/demo.sh`` drives it step by step).
 
-``python -m bp_core.demo COMMAND`` with one command per step the shell script cannot do
+``python infra/demo.py COMMAND`` with one command per step the shell script cannot do
 well by itself:
 
     services          exit 0 when Kafka and Elasticsearch answer at the configured addresses
@@ -409,7 +409,7 @@ def gather_archive(settings: Settings) -> dict:
 
 def gather_dlq(settings: Settings) -> dict:
     """Records of ``<topic>.dlq`` that came from the topic, and the first one's reason."""
-    from bp_core.dead_letters import TopicMissing, read_dead_letters
+    from bp_core.dead_letters.reader import TopicMissing, read_dead_letters
 
     count, first_reason = 0, None
     try:
@@ -478,7 +478,7 @@ def gather(settings: Settings, args) -> dict:
 # ---------------------------------------------------------------------------- command line
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m bp_core.demo", description="steps of `make demo`")
+    parser = argparse.ArgumentParser(prog="infra/demo.py", description="steps of `make demo`")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("services", help="exit 0 when Kafka and Elasticsearch answer")
     sub.add_parser("malformed", help="send the malformed demo messages")
