@@ -23,6 +23,19 @@ def _float(env: dict, name: str, default: float) -> float:
         raise UsageError(f"{name} must be a number, got {raw!r}") from None
 
 
+def _int(env: dict, name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise UsageError(f"{name} must be a whole number, got {raw!r}") from None
+    if value < 0:
+        raise UsageError(f"{name} must not be negative, got {value}")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     """Runtime configuration. Field defaults are the local stack's."""
@@ -45,6 +58,14 @@ class Settings:
     systolic_low: float = 90.0
     diastolic_high: float = 90.0
     diastolic_low: float = 60.0
+    # Second wave: FHIR output, patient context, the promotion gate.
+    alerts_topic: str = "blood-pressure.alerts"
+    patients_topic: str = "patients"
+    baseline_systolic_delta: float = 20.0
+    baseline_diastolic_delta: float = 10.0
+    gate_alert_rate_band: float = 0.10
+    gate_brier_margin: float = 0.01
+    gate_min_shadow_readings: int = 5000
 
     @property
     def dlq_topic(self) -> str:
@@ -81,6 +102,13 @@ class Settings:
             systolic_low=_float(env, "BP_SYSTOLIC_LOW", cls.systolic_low),
             diastolic_high=_float(env, "BP_DIASTOLIC_HIGH", cls.diastolic_high),
             diastolic_low=_float(env, "BP_DIASTOLIC_LOW", cls.diastolic_low),
+            alerts_topic=env.get("BP_ALERTS_TOPIC") or cls.alerts_topic,
+            patients_topic=env.get("BP_PATIENTS_TOPIC") or cls.patients_topic,
+            baseline_systolic_delta=_float(env, "BP_BASELINE_SYSTOLIC_DELTA", cls.baseline_systolic_delta),
+            baseline_diastolic_delta=_float(env, "BP_BASELINE_DIASTOLIC_DELTA", cls.baseline_diastolic_delta),
+            gate_alert_rate_band=_float(env, "BP_GATE_ALERT_RATE_BAND", cls.gate_alert_rate_band),
+            gate_brier_margin=_float(env, "BP_GATE_BRIER_MARGIN", cls.gate_brier_margin),
+            gate_min_shadow_readings=_int(env, "BP_GATE_MIN_SHADOW_READINGS", cls.gate_min_shadow_readings),
         )
 
     def with_(self, **changes) -> "Settings":
@@ -101,6 +129,9 @@ class Settings:
             "model": str(self.model_path) if self.model_path else f"models:/{self.model_name}@{self.model_alias}",
             "model_threshold": self.model_threshold,
             "consumer_group": self.consumer_group,
+            "alerts_topic": self.alerts_topic,
+            "patients_topic": self.patients_topic,
+            "baseline_delta": [self.baseline_systolic_delta, self.baseline_diastolic_delta],
             "thresholds": {
                 "systolic": [self.systolic_low, self.systolic_high],
                 "diastolic": [self.diastolic_low, self.diastolic_high],
