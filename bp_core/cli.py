@@ -46,12 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
     for name, module_name in COMMANDS.items():
-        try:
-            module = importlib.import_module(f"bp_core.commands.{module_name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"bp_core.commands.{module_name}":
-                raise
-            continue  # command not built yet
+        module = importlib.import_module(f"bp_core.commands.{module_name}")
         command_parser = sub.add_parser(name, help=module.HELP, description=module.HELP)
         module.add_arguments(command_parser)
         command_parser.set_defaults(_run=module.run)

@@ -4,6 +4,9 @@
     ├── UsageError               a bad command-line argument or setting
     ├── InvalidObservation       a message that is not a usable FHIR BP Observation
     ├── ModelUnavailable         no model can be served (none promoted, store unreachable)
+    ├── BrokerUnavailable        Kafka could not be reached, or stopped answering
+    │   └── TopicMissing         a topic to read does not exist
+    ├── ReplayFailed             a dead-letter replay was not acknowledged
     └── SinkError                a sink could not make a batch durable
         └── SinkUnavailable      ...for a reason that may pass (server down, disk full)
 
@@ -33,6 +36,19 @@ class InvalidObservation(BPError):
 
 class ModelUnavailable(BPError):
     """No model can be served: none promoted yet, or the model store is unreachable."""
+
+
+class BrokerUnavailable(BPError):
+    """Kafka could not be reached, or stopped answering while we were using it."""
+
+
+class TopicMissing(BrokerUnavailable):
+    """A topic to read does not exist (for the DLQ: nothing was ever rejected)."""
+
+
+class ReplayFailed(BPError):
+    """Kafka did not acknowledge a dead-letter replay's sends or commits; what was
+    acknowledged and committed stays replayed, and a new replay goes on from there."""
 
 
 class SinkError(BPError):

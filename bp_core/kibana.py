@@ -33,6 +33,7 @@ import urllib.request
 import uuid
 from dataclasses import dataclass
 
+from bp_core import rules
 from bp_core.errors import BPError
 
 DEFAULT_INDEX = "bp-anomalies"
@@ -119,7 +120,7 @@ class Panel:
 
 
 COUNT = Metric("count", "count", "Anomalies")
-CRISIS = Match("category", ("hypertensive_crisis",))
+CRISIS = Match("category", (rules.CRISIS,))
 HYPERTENSION = Match("anomaly_types", ("systolic_high", "diastolic_high"))
 HYPOTENSION = Match("anomaly_types", ("systolic_low", "diastolic_low"))
 PROBABILITY_BINS = tuple((round(i / 10, 1), round((i + 1) / 10, 1) if i < 9 else None,

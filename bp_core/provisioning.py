@@ -14,15 +14,12 @@ def ensure_topics(settings: Settings, *, partitions: int = 3) -> list[str]:
     Raises:
         BPError: Kafka is unreachable.
     """
-    from kafka import KafkaAdminClient
     from kafka.admin import NewTopic
-    from kafka.errors import KafkaError, TopicAlreadyExistsError
+    from kafka.errors import TopicAlreadyExistsError
 
-    try:
-        admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id="bp-setup",
-                                 request_timeout_ms=30_000)
-    except KafkaError as exc:
-        raise BPError(f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc}") from exc
+    from bp_core.clients import kafka_admin
+
+    admin = kafka_admin(settings, "bp-setup", request_timeout_ms=30_000)
     lines = []
     try:
         existing = set(admin.list_topics())
@@ -46,12 +43,10 @@ def ensure_elasticsearch(settings: Settings) -> list[str]:
     Raises:
         BPError: Elasticsearch is unreachable.
     """
-    from elasticsearch import Elasticsearch
-
+    from bp_core.clients import elasticsearch
     from bp_core.sinks.es_template import ensure_index_template
 
-    auth = (settings.es_username, settings.es_password) if settings.es_username else None
-    es = Elasticsearch(settings.es_url, basic_auth=auth, request_timeout=30)
+    es = elasticsearch(settings)
     try:
         ensure_index_template(es, settings.es_index)
     except Exception as exc:

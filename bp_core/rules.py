@@ -41,6 +41,8 @@ STAGE_2 = "hypertension_stage_2"
 CRISIS = "hypertensive_crisis"
 HYPOTENSION = "hypotension"
 CATEGORIES = (NORMAL, ELEVATED, STAGE_1, STAGE_2, CRISIS, HYPOTENSION)
+CATEGORY_LABELS = {NORMAL: "Normal", ELEVATED: "Elevated", STAGE_1: "Hypertension stage 1",
+                   STAGE_2: "Hypertension stage 2", CRISIS: "Hypertensive crisis", HYPOTENSION: "Hypotension"}
 
 ANOMALY_TYPES = ("systolic_high", "systolic_low", "diastolic_high", "diastolic_low")
 

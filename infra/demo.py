@@ -29,19 +29,9 @@ import time
 import urllib.request
 from pathlib import Path
 
+from bp_core.rules import CATEGORIES, CATEGORY_LABELS  # in order of risk, hypotension last
 from bp_core.settings import Settings
 
-# AHA categories, in the README's order of increasing risk (hypotension last: its own branch).
-CATEGORIES = ("normal", "elevated", "hypertension_stage_1", "hypertension_stage_2", "hypertensive_crisis",
-              "hypotension")
-CATEGORY_LABELS = {
-    "normal": "Normal",
-    "elevated": "Elevated",
-    "hypertension_stage_1": "Hypertension stage 1",
-    "hypertension_stage_2": "Hypertension stage 2",
-    "hypertensive_crisis": "Hypertensive crisis",
-    "hypotension": "Hypotension",
-}
 # Hold-out metrics shown for the champion, next to the rules-only figures of the same run.
 MODEL_METRICS = ("pr_auc", "roc_auc", "recall", "crisis_recall", "hypotension_recall")
 
@@ -255,10 +245,9 @@ def format_summary(summary: dict) -> str:
 # ---------------------------------------------------------------------------- gathering
 
 def _es(settings: Settings):
-    from elasticsearch import Elasticsearch
+    from bp_core.clients import elasticsearch
 
-    auth = (settings.es_username, settings.es_password) if settings.es_username else None
-    return Elasticsearch(settings.es_url, basic_auth=auth, request_timeout=30)
+    return elasticsearch(settings)
 
 
 def services_up(settings: Settings) -> list[str]:
@@ -305,9 +294,9 @@ def malformed_messages() -> list[tuple[bytes, bytes]]:
 
 
 def send_malformed(settings: Settings) -> int:
-    from kafka import KafkaProducer
+    from bp_core.clients import kafka_producer
 
-    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=5)
+    producer = kafka_producer(settings, "bp-demo", acks="all", linger_ms=5)
     try:
         futures = [producer.send(settings.topic, key=k, value=v) for k, v in malformed_messages()]
         producer.flush(timeout=30)
@@ -325,9 +314,11 @@ def scrape(port: int, host: str = "127.0.0.1") -> dict[str, float]:
 
 def _offsets(settings: Settings, topic: str):
     """(beginning, end) offsets by partition of a topic."""
-    from kafka import KafkaConsumer, TopicPartition
+    from kafka import TopicPartition
 
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
+    from bp_core.clients import kafka_consumer
+
+    consumer = kafka_consumer(settings, "bp-demo")
     try:
         partitions = consumer.partitions_for_topic(topic)
         if not partitions:
@@ -347,11 +338,11 @@ def _committed(admin, settings: Settings) -> dict[int, int | None]:
 
 def wait_caught_up(settings: Settings, *, timeout: float, consumer_pid: int | None, consumer_log: str) -> float:
     """Wait until the group's committed offsets reach the topic's end offsets; returns the seconds waited."""
-    from kafka import KafkaAdminClient
+    from bp_core.clients import kafka_admin
 
     started = time.monotonic()
     beginning, end = _offsets(settings, settings.topic)
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id="bp-demo")
+    admin = kafka_admin(settings, "bp-demo")
     try:
         while True:
             lag = lag_by_partition(end, _committed(admin, settings), beginning)

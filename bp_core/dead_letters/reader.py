@@ -14,15 +14,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterator
 
-from bp_core.errors import BPError
+from bp_core.errors import TopicMissing
 
 STAGES = ("parse", "index")  # 'parse': not a usable Observation; 'index': refused by Elasticsearch
 REPLAY_HEADER = "bp.replay.of"  # on a replayed message: "<dlq topic>:<partition>:<offset>"
 _ES_PREFIX = "elasticsearch refused document "
-
-
-class TopicMissing(BPError):
-    """A topic to read does not exist (for the DLQ: nothing was ever rejected)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,11 +134,11 @@ class Summary:
 
 def group_less_consumer(bootstrap: str, client_id: str, timeout_s: float = 30.0):
     """A KafkaConsumer that belongs to no group: it is assigned partitions and reads them."""
-    from kafka import KafkaConsumer
+    from bp_core.clients import kafka_consumer
+    from bp_core.settings import Settings
 
-    return KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                         client_id=client_id, auto_offset_reset="earliest",
-                         request_timeout_ms=int(timeout_s * 1000) + 5000, bootstrap_timeout_ms=10_000)
+    return kafka_consumer(Settings(kafka_bootstrap=bootstrap), client_id,
+                          request_timeout_ms=int(timeout_s * 1000) + 5000, bootstrap_timeout_ms=10_000)
 
 
 def topic_partitions(consumer, topic: str, timeout_s: float = 10.0) -> list:

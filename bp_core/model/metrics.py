@@ -16,6 +16,8 @@ import math
 import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+from bp_core.rules import CRISIS as CRISIS_CATEGORY, HYPOTENSION as HYPOTENSION_CATEGORY
+
 # Keys of the dict classification_metrics returns, in logging order.
 METRIC_NAMES: tuple[str, ...] = (
     "roc_auc",
@@ -29,9 +31,6 @@ METRIC_NAMES: tuple[str, ...] = (
     "positive_rate",
     "flagged_rate",
 )
-
-CRISIS_CATEGORY = "hypertensive_crisis"
-HYPOTENSION_CATEGORY = "hypotension"
 
 
 def _safe_ratio(numerator: float, denominator: float) -> float:

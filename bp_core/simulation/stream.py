@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Callable, TextIO
 
-from bp_core.errors import BPError
+from bp_core.errors import BrokerUnavailable
 
 if TYPE_CHECKING:  # pragma: no cover
     from bp_core.simulation.cohort import Cohort
@@ -39,10 +39,6 @@ BLOCK_SIZE = 5_000                   # readings simulated and serialised per vec
 _FLUSH_TIMEOUT_S = 40.0              # > delivery timeout: every pending batch resolves first
 _MAX_BURST_S = 1.0                   # after a stall, catch up at most this much of the schedule
 _PROGRESS_EVERY_S = 0.5
-
-
-class BrokerUnavailable(BPError):
-    """Kafka could not be reached, or stopped answering while we were producing."""
 
 
 @dataclass(frozen=True)
@@ -118,14 +114,9 @@ def connect(settings: Settings, **overrides):
     Raises:
         BrokerUnavailable: no broker answered at ``settings.kafka_bootstrap``.
     """
-    from kafka import KafkaProducer
-    from kafka.errors import KafkaError
+    from bp_core.clients import kafka_producer
 
-    try:
-        return KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, client_id="bp-producer",
-                             **{**PRODUCER_CONFIG, **overrides})
-    except KafkaError as exc:
-        raise BrokerUnavailable(f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc}") from exc
+    return kafka_producer(settings, "bp-producer", **{**PRODUCER_CONFIG, **overrides})
 
 
 class _Tally:

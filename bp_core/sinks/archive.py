@@ -47,40 +47,28 @@ class _PartitionLog:
 
 
 class ArchiveBatch:
-    """The normal readings of one consumer batch, by partition, not yet written.
-
-    Filled by the consumer's thread while the previous batch may still be written by
-    another; handed to ``ArchiveSink.write`` once complete. A record is a dict or a
-    ``msgspec.Struct`` and must hold its own ``kafka`` position; it is encoded when
-    written.
-    """
+    """The normal readings of one consumer batch, by partition, not yet written:
+    ``{partition: [((offset, entry), record), ...]}`` in position order. A record is a
+    dict or a ``msgspec.Struct`` that holds its own ``kafka`` position; it is encoded
+    when written."""
 
     __slots__ = ("lines",)
 
     def __init__(self, lines: dict[int, list[tuple[Position, object]]] | None = None) -> None:
         self.lines: dict[int, list[tuple[Position, object]]] = lines if lines is not None else {}
 
-    def add(self, partition: int, offset: int, entry: int, record: dict) -> None:
-        """Buffer one normal reading (``record`` is the line's content, without position)."""
-        record["kafka"] = {"partition": partition, "offset": offset, "entry": entry}
-        self.lines.setdefault(partition, []).append(((offset, entry), record))
-
     def __len__(self) -> int:
         return sum(len(lines) for lines in self.lines.values())
 
 
 class ArchiveSink:
-    """Appends normal readings durably, per partition, exactly once.
-
-    ``write(batch)`` is the whole contract; ``add``/``flush`` wrap it with an internal
-    batch for callers that keep one buffer. Only one thread may write at a time.
-    """
+    """Appends normal readings durably, per partition, exactly once. Only one thread
+    may write at a time."""
 
     def __init__(self, archive_dir: Path, topic: str, *, segment_bytes: int = 64 * 1024 * 1024) -> None:
         self.root = Path(archive_dir) / topic
         self.segment_bytes = segment_bytes
         self._partitions: dict[int, _PartitionLog] = {}
-        self._buffer = ArchiveBatch()
 
     # ------------------------------------------------------------------ contract
 
@@ -103,19 +91,6 @@ class ArchiveSink:
                 written += self._write_partition(partition, state, fresh)
         return written
 
-    def add(self, partition: int, offset: int, entry: int, record: dict) -> None:
-        """Buffer one normal reading in the internal batch."""
-        self._buffer.add(partition, offset, entry, record)
-
-    def flush(self) -> int:
-        """Write the internal batch (see ``write``); it is emptied only on success."""
-        written = self.write(self._buffer)
-        self._buffer = ArchiveBatch()
-        return written
-
-    def pending(self) -> int:
-        return len(self._buffer)
-
     def forget(self, partitions) -> None:
         """Drop cached state of partitions this consumer no longer owns.
 
@@ -125,13 +100,8 @@ class ArchiveSink:
             self._partitions.pop(partition, None)
 
     def forget_all(self) -> None:
-        """Drop the internal batch and every cached partition state."""
+        """Drop every cached partition state (after a partial write: re-read the files)."""
         self._partitions.clear()
-        self._buffer = ArchiveBatch()
-
-    def last_position(self, partition: int) -> Position:
-        """The last durable (offset, entry) of a partition; (-1, -1) when empty."""
-        return self._partition(partition).last_position
 
     # ------------------------------------------------------------------ internals
 

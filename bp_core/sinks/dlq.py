@@ -54,13 +54,6 @@ class DeadLetterSink:
             value = b""
         self._pending.append((key, value, headers, DeadLetterEntry(partition, offset, stage, reason_bytes)))
 
-    def pending(self) -> int:
-        """Records not acknowledged yet (buffered, or sent and awaiting their outcome)."""
-        return len(self._pending) + len(self._sending)
-
-    def clear(self) -> None:
-        self._pending = []
-
     def flush(self) -> int:
         """Send everything buffered and wait for acks; returns how many were acknowledged.
 

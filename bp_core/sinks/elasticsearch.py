@@ -79,25 +79,12 @@ class ElasticsearchSink:
         self._documents: list[object] = []
         self._rejected: list[RejectedDocument] = []
 
-    def add(self, doc_id: str, document, key: object = None) -> None:
-        """Buffer one document (a dict or a ``msgspec.Struct``); ``key`` identifies its
-        source message if ES refuses it."""
-        self._ids.append(document_id(doc_id))
-        self._keys.append(key)
-        self._documents.append(document)
-
     def extend(self, doc_ids: list[str], documents: list, keys: list) -> None:
-        """Buffer many documents at once (``add`` for each, in one call)."""
+        """Buffer documents (dicts or ``msgspec.Struct``s) under their ids; ``keys``
+        identify their source messages if Elasticsearch refuses them."""
         self._ids += [document_id(doc_id) for doc_id in doc_ids]
         self._keys += keys
         self._documents += documents
-
-    def pending(self) -> int:
-        return len(self._ids)
-
-    def clear(self) -> None:
-        """Drop the buffer (the partitions it came from were revoked)."""
-        self._ids, self._keys, self._documents, self._rejected = [], [], [], []
 
     def flush(self) -> list[RejectedDocument]:
         """Index every buffered document; returns those refused for good.

@@ -40,10 +40,8 @@ def test_replay_overwrites_instead_of_duplicating(es, es_index):
     ensure_index_template(es, es_index)
     sink = ElasticsearchSink(es, es_index)
     for _ in range(2):
-        for i in range(50):
-            sink.add(f"obs-{i}", doc(i))
+        sink.extend([f"obs-{i}" for i in range(50)], [doc(i) for i in range(50)], [None] * 50)
         assert sink.flush() == []
-        assert sink.pending() == 0
     es.indices.refresh(index=es_index)
     assert es.count(index=es_index)["count"] == 50
 
@@ -51,9 +49,8 @@ def test_replay_overwrites_instead_of_duplicating(es, es_index):
 def test_a_refused_document_is_handed_back_and_the_rest_is_written(es, es_index):
     ensure_index_template(es, es_index)
     sink = ElasticsearchSink(es, es_index)
-    sink.add("good", doc(1), key="k-good")
-    sink.add("bad-field", doc(2, unexpected_field=1), key="k-bad")
-    sink.add("obs-3", doc(3, systolic="not a number"), key="k-not-a-number")
+    sink.extend(["good", "bad-field", "obs-3"], [doc(1), doc(2, unexpected_field=1), doc(3, systolic="not a number")],
+                ["k-good", "k-bad", "k-not-a-number"])
     rejected = sink.flush()
     assert sorted(r.key for r in rejected) == ["k-bad", "k-not-a-number"]
     assert all("elasticsearch refused document" in r.reason for r in rejected)
@@ -61,22 +58,26 @@ def test_a_refused_document_is_handed_back_and_the_rest_is_written(es, es_index)
     assert es.count(index=es_index)["count"] == 1
 
 
-def test_unreachable_elasticsearch_keeps_the_batch(es_index):
+def test_unreachable_elasticsearch_keeps_the_batch(es, es_index):
     from elasticsearch import Elasticsearch
 
+    ensure_index_template(es, es_index)
     dead = Elasticsearch("http://127.0.0.1:1", request_timeout=2, max_retries=0)
     sink = ElasticsearchSink(dead, es_index)
-    sink.add("obs-1", doc(1))
+    sink.extend(["obs-1", "obs-2"], [doc(1), doc(2)], [None, None])
     with pytest.raises(SinkUnavailable, match="bulk request failed"):
         sink.flush()
-    assert sink.pending() == 1
+    sink.es = es  # Elasticsearch is back: the same sink writes what it kept
+    assert sink.flush() == []
+    es.indices.refresh(index=es_index)
+    assert es.count(index=es_index)["count"] == 2
 
 
 def test_an_overlong_observation_id_gets_a_stable_digest_id(es, es_index):
     ensure_index_template(es, es_index)
     sink = ElasticsearchSink(es, es_index)
     for _ in range(2):
-        sink.add("x" * 600, doc(3))
+        sink.extend(["x" * 600], [doc(3)], [None])
         assert sink.flush() == []
     es.indices.refresh(index=es_index)
     (hit,) = es.search(index=es_index)["hits"]["hits"]
