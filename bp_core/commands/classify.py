@@ -4,28 +4,26 @@ One JSON object per line and per Observation found (an Observation, a Bundle or 
 per file; ``-`` reads standard input)::
 
     {"id": ..., "patient": ..., "effective": ISO 8601, "systolic": ..., "diastolic": ...,
-     "category": ..., "rule_anomaly": bool, "anomaly_types": [...], "source": FILE}
+     "category": ..., "anomaly": bool, "detected_by": [...], "rule_anomaly": bool,
+     "anomaly_types": [...], "source": FILE}
 
-and, for a rejected resource or file, ``{"id": ... (when known), "source": FILE,
+(plus ``model_probability`` and ``model_version`` when a model is served) and, for a rejected resource or file, ``{"id": ... (when known), "source": FILE,
 "error": reason}``. Exit status 0 when everything parsed, 1 when anything was rejected,
-2 when a file cannot be read (nothing is printed then).
+2 when a file cannot be read (nothing is printed then). The answer is the consumer's:
+both score through ``bp_core.scoring``.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pragma: no cover - typing only; run() does the real imports
-    from bp_core.reading import Reading
     from bp_core.rules import Thresholds
 
 HELP = "validate FHIR blood-pressure Observations (files or '-') and print their AHA category and anomaly flags"
 
 STDIN = "-"
 STDIN_SOURCE = "<stdin>"
-
-# Takes the valid readings of one file, returns P(anomaly) for each, in order.
-Scorer = Callable[[Sequence["Reading"]], Sequence[float]]
 
 
 def add_arguments(parser) -> None:
@@ -45,11 +43,11 @@ def run(args, settings) -> int:
     thresholds = Thresholds.from_settings(settings)
     # Read everything first: an unreadable file is a usage error before any output.
     payloads = [(_source_name(name), _read(name)) for name in args.files]
-    scorer = None if args.no_model else served_model_scorer(settings)
+    model = None if args.no_model else served_model(settings)
     rejected = False
     out = sys.stdout
     for source, payload in payloads:
-        for record in classify_payload(payload, source, thresholds, scorer=scorer):
+        for record in classify_payload(payload, source, thresholds, model, settings.model_threshold):
             rejected = rejected or "error" in record
             out.write(orjson.dumps(record).decode())
             out.write("\n")
@@ -57,56 +55,45 @@ def run(args, settings) -> int:
     return 1 if rejected else 0
 
 
-def served_model_scorer(settings) -> "Scorer | None":
-    """A scorer from the model the consumer would serve, or None when there is none.
+def served_model(settings):
+    """The model the consumer would serve (``bp_core.model.serving.ServedModel``), or None.
 
     A local SQLite store that does not exist yet means no model: it is not created just
     to find that out.
     """
     from pathlib import Path
 
+    from bp_core.model.serving import ModelProvider
+
     uri = settings.mlflow_tracking_uri
     if settings.model_path is None and uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
         return None
-    import numpy as np
-
-    from bp_core.features import feature_matrix
-    from bp_core.model.serving import ModelProvider
-
     provider = ModelProvider(settings)
     provider.start()
-    model = provider.current
-    if model is None:
-        return None
-
-    def score(readings):
-        systolic = np.array([r.systolic_mm_hg for r in readings], dtype=np.float64)
-        diastolic = np.array([r.diastolic_mm_hg for r in readings], dtype=np.float64)
-        return model.predict_proba(feature_matrix(systolic, diastolic)).tolist()
-
-    return score
+    return provider.current
 
 
-def classify_payload(payload: bytes, source: str, thresholds: "Thresholds",
-                     scorer: Scorer | None = None) -> list[dict]:
-    """The output records of one file's content, in document order.
+def classify_payload(payload: bytes, source: str, thresholds: "Thresholds", model=None,
+                     model_threshold: float = 0.5) -> list[dict]:
+    """The output records of one file's content, in document order, scored as the
+    consumer scores a batch (``bp_core.scoring.score_readings``).
 
     Args:
         payload: the file's bytes (an Observation, a Bundle or NDJSON).
         source: the name shown in each record's ``source``.
         thresholds: the clinical anomaly thresholds.
-        scorer: optional model hook; when given, each valid record also gets
-            ``model_probability`` (P(anomaly) from the model).
+        model: the served model, or None (rules only).
+        model_threshold: probability at or above which the model flags an anomaly.
     Returns:
         One dict per Observation (or per rejected payload), ready for JSON.
     """
     from bp_core.fhir.parse import parse_payload
     from bp_core.reading import Reading
-    from bp_core.rules import anomaly_types, category
+    from bp_core.scoring import DETECTED_BY, score_readings
 
     results = parse_payload(payload)
-    readings = [result for result in results if isinstance(result, Reading)]
-    probabilities = iter(scorer(readings)) if scorer is not None and readings else None
+    scored = score_readings([r for r in results if isinstance(r, Reading)], thresholds, model, model_threshold)
+    scores = iter(range(len(scored)))
     records = []
     for result in results:
         if not isinstance(result, Reading):
@@ -114,21 +101,23 @@ def classify_payload(payload: bytes, source: str, thresholds: "Thresholds",
             record.update(source=source, error=result.reason)
             records.append(record)
             continue
-        systolic, diastolic = result.systolic_mm_hg, result.diastolic_mm_hg
-        types = anomaly_types(systolic, diastolic, thresholds)
+        i = next(scores)
+        rule_hit, model_hit = scored.rule_anomaly[i], scored.model_anomaly[i]
         record = {
             "id": result.observation_id,
             "patient": result.patient_id,
             "effective": result.effective.isoformat(),
-            "systolic": _number(systolic),
-            "diastolic": _number(diastolic),
-            "category": category(systolic, diastolic),
-            "rule_anomaly": bool(types),
-            "anomaly_types": types,
+            "systolic": _number(result.systolic_mm_hg),
+            "diastolic": _number(result.diastolic_mm_hg),
+            "category": scored.categories[i],
+            "anomaly": rule_hit or model_hit,
+            "detected_by": list(DETECTED_BY[rule_hit + 2 * model_hit]),
+            "rule_anomaly": rule_hit,
+            "anomaly_types": list(scored.anomaly_types[i]),
             "source": source,
         }
-        if probabilities is not None:
-            record["model_probability"] = float(next(probabilities))
+        if model is not None:
+            record.update(model_probability=scored.model_probability[i], model_version=model.version)
         records.append(record)
     return records
 

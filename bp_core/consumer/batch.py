@@ -2,7 +2,7 @@
 
 ``route_records`` is the consumer's hot path, per batch: parse every message (the
 common form in one pass, anything else through the full validator), score the valid
-readings together (``route_batch``: rules, categories, one model call), and sort the
+readings together (``bp_core.scoring.score_readings``: rules, categories, one model call), and sort the
 outcome into the three sinks' shares: anomaly documents for Elasticsearch, archive
 records for the normal readings (by partition, with their Kafka position), and
 rejected messages with their reason for the dead-letter topic.
@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Iterable
 
-from bp_core.consumer.routing import (DETECTED_BY, AnomalyDocument, ArchiveRecord, KafkaPosition, RoutedBatch,
-                                      SourcePosition, route_batch)
+from bp_core.consumer.documents import AnomalyDocument, ArchiveRecord, KafkaPosition, SourcePosition
 from bp_core.fhir.parse import parse_common_form, parse_payload_generic
 from bp_core.reading import Reading
 from bp_core.rules import Thresholds
+from bp_core.scoring import DETECTED_BY, ScoredBatch, score_readings
 
 EMPTY_MESSAGE = "empty message (null value)"
 
@@ -98,19 +98,19 @@ def route_records(records: Iterable, thresholds: Thresholds, model, model_thresh
     outcome.messages = messages
     outcome.readings = len(readings)
 
-    routed = route_batch(readings, thresholds, model, model_threshold)
-    _sort_into_sinks(outcome, routed, sources, model, now)
-    outcome.layers = routed.layer_counts()
+    scored = score_readings(readings, thresholds, model, model_threshold)
+    _sort_into_sinks(outcome, scored, sources, model, now)
+    outcome.layers = scored.layer_counts()
     return outcome
 
 
-def _sort_into_sinks(outcome: BatchOutcome, routed: RoutedBatch, sources: list[tuple], model,
+def _sort_into_sinks(outcome: BatchOutcome, scored: ScoredBatch, sources: list[tuple], model,
                      now: datetime) -> None:
     model_name, model_version = (model.name, model.version) if model is not None else (None, None)
     records, documents, normals = outcome.anomaly_records, outcome.anomaly_documents, outcome.normals
     for reading, (record, entry), category, rule_hit, model_hit, probability, types in zip(
-            routed.readings, sources, routed.categories, routed.rule_anomaly, routed.model_anomaly,
-            routed.model_probability, routed.anomaly_types):
+            scored.readings, sources, scored.categories, scored.rule_anomaly, scored.model_anomaly,
+            scored.model_probability, scored.anomaly_types):
         if rule_hit or model_hit:
             records.append(record)
             documents.append(AnomalyDocument(

@@ -22,6 +22,11 @@ class ConsumerMetrics:
         self.model_version = Gauge("bp_model_info", "The model serving now (value 1)", ["name", "version"], registry=r)
         self.sink_available = Gauge("bp_sinks_available", "1 when every sink accepts writes, 0 while paused", registry=r)
         self.sink_available.set(1)
+        self.last_lag = 0
+
+    def set_lag(self, lag: int) -> None:
+        self.lag.set(lag)
+        self.last_lag = lag
 
     def serve(self, port: int) -> None:
         """Expose ``/metrics`` on ``port`` (all interfaces, for a scraper in a container)."""

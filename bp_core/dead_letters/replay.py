@@ -36,7 +36,8 @@ from bp_core.dead_letters.reader import (
     REPLAY_HEADER, DeadLetter, group_less_consumer, parse_replay_header, read_range, replay_header,
     topic_partitions,
 )
-from bp_core.errors import BPError
+from bp_core.crashpoints import crash_point
+from bp_core.errors import ReplayFailed, TopicMissing
 from bp_core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -44,11 +45,6 @@ log = logging.getLogger(__name__)
 MARK_PREFIX = "bp-replay/1:"
 DEFAULT_GROUP = "bp-dlq-replay"
 CHUNK = 1000  # dead letters read between two commits
-
-
-class ReplayFailed(BPError):
-    """Kafka did not acknowledge the replay's sends or commits; what was acknowledged
-    and committed stays replayed, and a new replay goes on from there."""
 
 
 def encode_mark(ends: dict[int, int] | None) -> str:
@@ -117,13 +113,13 @@ class DeadLetterReplay:
             ReplayFailed: Kafka did not acknowledge a send or a commit in time.
             TimeoutError: Kafka delivered no record for ``timeout_s`` while reading.
         """
-        from kafka import KafkaConsumer
         from kafka.errors import KafkaError
 
+        from bp_core.clients import kafka_consumer
+
         settings = self.settings
-        self._consumer = consumer = KafkaConsumer(
-            bootstrap_servers=settings.kafka_bootstrap, group_id=self.group, client_id="bp-dlq-replay",
-            enable_auto_commit=False, auto_offset_reset="earliest", bootstrap_timeout_ms=10_000)
+        self._consumer = consumer = kafka_consumer(settings, "bp-dlq-replay", group_id=self.group,
+                                                   bootstrap_timeout_ms=10_000)
         try:
             dlq = topic_partitions(consumer, settings.dlq_topic)
             topic_partitions(consumer, settings.topic)  # replaying into a topic that is not there: say so
@@ -214,6 +210,7 @@ class DeadLetterReplay:
         send so far is acknowledged, so later ones land after it); clean at the end."""
         from kafka import OffsetAndMetadata
 
+        crash_point("dlq-replay.before-commit")  # fault tests: sent, not committed
         self._held = {tp: mark for tp, mark in self._held.items()
                       if any(p == tp.partition and o >= positions[tp] for p, o in self._already)}
         fresh = encode_mark(None if clean else self._topic_ends())

@@ -337,12 +337,11 @@ def test_a_flush_that_timed_out_settles_its_sends_instead_of_sending_again(setti
 
     with KafkaStall():
         with pytest.raises(SinkUnavailable, match="did not acknowledge"):
-            sink.flush()
-        assert sink.pending() == SENDS  # sent, not acknowledged
+            sink.flush()  # sent, not acknowledged: the broker is stopped
 
     sink.timeout_s = 30
-    assert sink.flush() == SENDS
-    assert sink.pending() == 0 and sink.already_held == 0
+    assert sink.flush() == SENDS  # the sends in flight settled: none sent again
+    assert sink.flush() == 0 and sink.already_held == 0
     assert len(read_all(settings.kafka_bootstrap, settings.dlq_topic)) == SENDS
     sink.producer.close()
     reader.close()
@@ -350,33 +349,33 @@ def test_a_flush_that_timed_out_settles_its_sends_instead_of_sending_again(setti
 
 def test_a_revocation_waits_for_the_dead_letters_still_in_flight(settings):
     """The batch is given up on revocation, and the next owner reads the DLQ back before
-    writing. So the revocation returns only once every send has landed or failed: none
+    writing. So the hand-over returns only once every send has landed or failed: none
     can land after the next owner's read-back and be written twice."""
-    from bp_core.consumer.service import ConsumerService, PreparedBatch
-    from bp_core.sinks.archive import ArchiveSink
+    from bp_core.consumer.writer import PreparedBatch, hand_over
 
     producer = _producer(settings)
     sink = DeadLetterSink(producer, settings.dlq_topic, timeout_s=0.5)
     _dead_letters(sink, settings.topic, partition=0)
-    tp = TopicPartition(settings.topic, 0)
-    service = ConsumerService(settings)
-    service._archive = ArchiveSink(settings.archive_dir, settings.topic)
     unwritten = Future()
     unwritten.set_exception(SinkUnavailable("dead-letter topic did not acknowledge"))
+    batch = PreparedBatch(offsets={TopicPartition(settings.topic, 0): SENDS},
+                          first_offsets={TopicPartition(settings.topic, 0): 0}, es=None, archive=None,
+                          dlq=sink, future=unwritten)
+    resumed = threading.Event()
 
     with KafkaStall() as stall:
         with pytest.raises(SinkUnavailable, match="did not acknowledge"):
-            sink.flush()
-        assert sink.pending() == SENDS  # sent, not acknowledged
-        service._inflight = PreparedBatch(offsets={tp: SENDS}, first_offsets={tp: 0}, es=None, archive=None,
-                                          dlq=sink, future=unwritten)
-        threading.Timer(1.0, stall.resume).start()  # the broker comes back while the revocation waits
-        started = time.monotonic()
-        service._on_revoked([tp])
-        waited = time.monotonic() - started
+            sink.flush()  # sent, not acknowledged: the broker is stopped
 
-    assert waited >= 0.5, f"the revocation returned after {waited:.2f}s, with the broker still stopped"
-    assert sink.settle_in_flight(0), "no dead letter of the given-up batch still in flight"
-    assert service._inflight.revoked
+        def resume():
+            resumed.set()
+            stall.resume()
+
+        threading.Timer(1.0, resume).start()  # the broker comes back while the hand-over waits
+        written, settled = hand_over(batch, write_timeout_s=60, settle_timeout_s=125)
+        assert resumed.is_set(), "the hand-over returned with the broker still stopped"
+
+    assert (written, settled) == (False, True)
+    assert batch.revoked
     assert len(read_all(settings.kafka_bootstrap, settings.dlq_topic)) == SENDS
     producer.close()

@@ -176,33 +176,16 @@ def test_replay_from_beginning_duplicates_nothing(settings, es):
     assert sum(malformed_positions(settings).values()) == len(expected["dlq"])
 
 
-class _Died(BaseException):
-    """Ends a consumer as kill -9 would, as far as Kafka can tell: no further commit."""
-
-
-class DiesBeforeACommit(ConsumerService):
-    """Commits ``commits`` batches, then dies when the next one is written, uncommitted."""
-
-    def __init__(self, *args, commits: int, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.commits_left = commits
-
-    def _commit(self, offsets, *, wait=False):
-        if self.commits_left == 0:
-            raise _Died
-        self.commits_left -= 1
-        super()._commit(offsets, wait=wait)
-
-
 @pytest.mark.parametrize("commits", [0, 2])
-def test_dead_letters_written_before_a_crash_are_not_sent_again(settings, es, caplog, commits):
-    """Every sink written, the process gone before the commit: the next consumer re-reads
-    the batch and finds its dead letters already in the DLQ (also before any commit)."""
+def test_dead_letters_written_before_a_crash_are_not_sent_again(settings, es, caplog, tmp_path, commits):
+    """Every sink written, the process killed (SIGKILL) before the commit: the next consumer
+    re-reads the batch and finds its dead letters already in the DLQ (also before any commit)."""
     messages, expected = make_stream(3000, seed=17, malformed_every=25)
     send(settings.kafka_bootstrap, settings.topic, messages)
-    doomed = DiesBeforeACommit(settings, ConsumerOptions(batch_size=400), commits=commits)
-    with pytest.raises(_Died):
-        doomed.run()
+    log_path = tmp_path / "consumer.log"
+    doomed = start_consumer(settings, "--batch-size", "400", log_path=log_path,
+                            BP_CRASH_AT=f"consumer.before-commit:{commits + 1}")
+    assert doomed.wait(timeout=120) == -signal.SIGKILL, log_path.read_text()[-3000:]
     assert sum(dlq_sources(settings).values()) > 0  # its last batch was dead-lettered, not committed
     caplog.clear()
 

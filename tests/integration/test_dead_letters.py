@@ -1,7 +1,7 @@
 """`bp dlq show` and `bp dlq replay` against the real stack.
 
-The replay sends each dead letter back exactly once in effect: interrupted between its
-sends and the commit that covers them (in process, deterministically, or by kill -9), the
+The replay sends each dead letter back exactly once in effect: killed with SIGKILL between
+its sends and the commit that covers them (at an exact step, or at random moments), the
 next replay finds what was sent and goes on from there.
 """
 
@@ -61,38 +61,33 @@ def assert_each_replayed_once(settings, dlq_records) -> None:
         assert record.value == (None if null else original.value), "the original bytes, multi-line JSON too"
 
 
-class _Died(BaseException):
-    """Ends a replay as kill -9 would, as far as Kafka can tell: no further commit."""
+def replay_killed_at_commit(settings, *, chunk: int, commit: int) -> None:
+    """A replay in its own process, killed with SIGKILL (a crash point) when it is about to
+    make its ``commit``-th commit: the chunk before it sent, not committed."""
+    import signal
+    import subprocess
+    import sys
 
-
-class DiesAtACommit(DeadLetterReplay):
-    """Makes ``commits`` commits, then dies at the next: its last chunk sent, not committed."""
-
-    def __init__(self, *args, commits: int, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.commits_left = commits
-
-    def _commit(self, positions, *, clean=False):
-        if self.commits_left == 0:
-            raise _Died
-        self.commits_left -= 1
-        super()._commit(positions, clean=clean)
+    code = ("from bp_core.settings import Settings\n"
+            "from bp_core.dead_letters.replay import DeadLetterReplay\n"
+            f"DeadLetterReplay(Settings.from_env(), group={settings.consumer_group!r}, chunk={chunk}).run()\n")
+    env = bp_env(settings, BP_CRASH_AT=f"dlq-replay.before-commit:{commit}")
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
 
 
 def test_an_interrupted_replay_is_taken_up_and_sends_each_dead_letter_once(settings):
     dlq = fill_dlq(settings, 600)
 
-    # Dies after its first chunk's sends (commits: the mark before any send, chunk 1 -> dies at chunk 2's).
-    first = DiesAtACommit(settings, group=settings.consumer_group, chunk=100, commits=2)
-    with pytest.raises(_Died):
-        first.run()
-    assert sum(replayed(settings)[0].values()) == 200  # chunk 2 landed, uncommitted
-    # Dies again: its first chunk (100-159) all found in the topic, so its commit at 160 keeps
-    # the first replay's mark (160-199 lie ahead); it sends 200-219 and dies at the next commit.
-    second = DiesAtACommit(settings, group=settings.consumer_group, chunk=60, commits=2)
-    with pytest.raises(_Died):
-        second.run()
-    assert second.summary.already == 100  # found in the topic: chunk 2 of the first replay
+    # Killed after its second chunk's sends (commits: the mark before any send, chunk 1, then chunk 2's).
+    replay_killed_at_commit(settings, chunk=100, commit=3)
+    counts, _ = replayed(settings)
+    assert sum(counts.values()) == 200 and max(counts.values()) == 1  # chunk 2 landed, uncommitted
+    # Killed again: its first chunk (100-159) all found in the topic, so its commit at 160
+    # keeps the first replay's mark (160-199 lie ahead); it sends 200-219, then dies.
+    replay_killed_at_commit(settings, chunk=60, commit=3)
+    counts, _ = replayed(settings)
+    assert sum(counts.values()) == 220 and max(counts.values()) == 1, "nothing of 100-199 sent again"
 
     third = DeadLetterReplay(settings, group=settings.consumer_group, chunk=100).run()
 

@@ -7,11 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import orjson
 import pytest
 
 from bp_core.cli import main
 from bp_core.commands.classify import classify_payload
+from bp_core.model.serving import ServedModel
 from bp_core.rules import DEFAULT_THRESHOLDS
 
 FHIR_DIR = Path(__file__).parent.parent / "fixtures" / "fhir"
@@ -28,7 +30,6 @@ def _no_model(monkeypatch, tmp_path):
     monkeypatch.delenv("BP_MODEL_PATH", raising=False)
 
 
-
 def run_classify(capsys, *argv: str) -> tuple[int, list[dict], str]:
     code = main(["classify", *argv])
     out, err = capsys.readouterr()
@@ -40,8 +41,8 @@ def test_accepted_file_prints_one_record_and_exits_0(capsys):
     assert code == 0 and err == ""
     assert records == [{
         "id": "blood-pressure", "patient": "example", "effective": "2012-09-17T00:00:00+00:00",
-        "systolic": 107, "diastolic": 60, "category": "normal", "rule_anomaly": False,
-        "anomaly_types": [], "source": str(HL7),
+        "systolic": 107, "diastolic": 60, "category": "normal", "anomaly": False, "detected_by": [],
+        "rule_anomaly": False, "anomaly_types": [], "source": str(HL7),
     }]
 
 
@@ -95,17 +96,13 @@ def test_no_file_argument_is_a_usage_error(capsys):
     assert "Traceback" not in capsys.readouterr().err
 
 
-def test_scorer_hook_adds_model_probability():
+def test_a_served_model_adds_its_probability_and_decision():
     payload = (FHIR_DIR / "bundle-collection.json").read_bytes()
-    seen = []
-
-    def scorer(readings):
-        seen.extend(r.observation_id for r in readings)
-        return [0.25, 0.75]
-
-    records = classify_payload(payload, "x", DEFAULT_THRESHOLDS, scorer=scorer)
-    assert seen == ["bp-c1", "bp-c2"]
+    model = ServedModel(name="m", version="7", predict_proba=lambda features: np.array([0.25, 0.75])[:len(features)])
+    records = classify_payload(payload, "x", DEFAULT_THRESHOLDS, model, 0.5)
     assert [r["model_probability"] for r in records] == [0.25, 0.75]
+    assert [r["model_version"] for r in records] == ["7", "7"]
+    assert records[1]["anomaly"] and "model" in records[1]["detected_by"]
     assert "model_probability" not in classify_payload(payload, "x", DEFAULT_THRESHOLDS)[0]
 
 

@@ -13,7 +13,8 @@ import orjson
 import pytest
 
 from bp_core.consumer.batch import EMPTY_MESSAGE, route_records
-from bp_core.consumer.routing import AnomalyDocument, ArchiveRecord, SourcePosition, route_batch
+from bp_core.consumer.documents import AnomalyDocument, ArchiveRecord, SourcePosition
+from bp_core.scoring import score_readings
 from bp_core.fhir.build import observation_bytes
 from bp_core.fhir.parse import parse_common_form, parse_payload, parse_payload_generic
 from bp_core.model.serving import ServedModel
@@ -130,15 +131,15 @@ def test_bulk_body_pairs_each_document_with_its_id():
     assert [orjson.loads(line)["observation_id"] for line in lines[1::2]] == ["obs-1", "obs-2"]
 
 
-def test_routed_batch_columns():
+def test_scored_batch_columns():
     readings = [parse_payload(observation(i, s, d))[0] for i, (s, d) in enumerate([(118, 76), (165, 100)])]
-    routed = route_batch(readings, Thresholds())
-    assert len(routed) == 2
-    assert routed.rule_anomaly == [False, True] and routed.model_anomaly == [False, False]
-    assert routed.categories[0] == "normal"
-    assert routed.anomaly_types == [(), ("systolic_high", "diastolic_high")]
-    assert routed.layer_counts() == {"rules": 1}
-    assert route_batch([], Thresholds(), fixed_model()).layer_counts() == {}
+    scored = score_readings(readings, Thresholds())
+    assert len(scored) == 2
+    assert scored.rule_anomaly == [False, True] and scored.model_anomaly == [False, False]
+    assert scored.categories[0] == "normal"
+    assert scored.anomaly_types == [(), ("systolic_high", "diastolic_high")]
+    assert scored.layer_counts() == {"rules": 1}
+    assert score_readings([], Thresholds(), fixed_model()).layer_counts() == {}
 
 
 @pytest.mark.parametrize("path", sorted(FIXTURES.glob("*.json")), ids=lambda p: p.name)

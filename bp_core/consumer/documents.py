@@ -1,0 +1,65 @@
+"""The documents the consumer's sinks store: typed structs, encoded by ``msgspec`` in C.
+
+``AnomalyDocument`` is the Elasticsearch document (its fields are the index template's,
+``bp_core.sinks.es_template.ANOMALY_FIELDS``; a unit test keeps them equal) and
+``ArchiveRecord`` the archive's JSON line. Datetimes are RFC 3339 (``Z`` for UTC).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import msgspec
+
+
+class SourcePosition(msgspec.Struct, gc=False):
+    """Where an anomaly was read from."""
+
+    topic: str
+    partition: int
+    offset: int
+
+
+class AnomalyDocument(msgspec.Struct, gc=False):
+    """The Elasticsearch document of an anomalous reading (no patient names, ever)."""
+
+    timestamp: datetime = msgspec.field(name="@timestamp")  # the Observation's effective time
+    observation_id: str
+    patient_id: str
+    systolic: float
+    diastolic: float
+    category: str
+    anomaly_types: tuple[str, ...]
+    rule_anomaly: bool
+    model_anomaly: bool
+    model_probability: float | None
+    model_name: str | None
+    model_version: str | None
+    detected_by: tuple[str, ...]
+    ingested_at: datetime
+    status: str
+    source: SourcePosition
+
+
+class KafkaPosition(msgspec.Struct, gc=False):
+    """Where a normal reading was read from: ``entry`` is its index inside the message."""
+
+    partition: int
+    offset: int
+    entry: int
+
+
+class ArchiveRecord(msgspec.Struct, gc=False):
+    """The archive's JSON line of a normal reading."""
+
+    observation_id: str
+    patient_id: str
+    effective: datetime
+    systolic: float
+    diastolic: float
+    category: str
+    model_probability: float | None
+    model_name: str | None
+    model_version: str | None
+    archived_at: datetime
+    kafka: KafkaPosition
