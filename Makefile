@@ -53,7 +53,7 @@ demo: install
 # Every benchmark, in one run, then docs/benchmarks.md from their sections.
 bench: install
 	@$(STACK) is-up || $(STACK) up
-	$(PY) bench/bench_consumer.py --messages 100000 --repeat 5 --pinned 3 --bounds 5 --profile
+	$(PY) bench/bench_consumer.py --messages 100000 --repeat 5 $(if $(BENCH_COMPARE),--compare $(BENCH_COMPARE))
 	$(PY) bench/bench_latency.py --rate 1000 --seconds 30
 	$(PY) bench/bench_memory.py --messages 1000000
 	$(PY) bench/bench_producer.py --count 200000

@@ -23,11 +23,7 @@ import uuid
 from datetime import datetime
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "bench"))
-
-from bench_consumer import machine  # noqa: E402
+from common import REPO, machine
 
 
 def percentile(values: list[float], q: float) -> float:

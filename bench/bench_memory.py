@@ -20,11 +20,7 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "bench"))
-
-from bench_consumer import drop_bench_resources, machine  # noqa: E402
+from common import REPO, drop_bench_resources, machine
 
 
 def rss_mib(pid: int) -> float:
@@ -99,7 +95,8 @@ def main() -> int:
         if consumer and consumer.poll() is None:
             consumer.terminate()
             consumer.wait(timeout=120)
-        drop_bench_resources(settings, admin)
+        admin.close()
+        drop_bench_resources(settings)
 
     by_count = dict(samples)
     growth = by_count[args.messages] - by_count[min(100_000, args.messages)]

@@ -37,7 +37,7 @@ from bp_core.dead_letters.reader import (
     topic_partitions,
 )
 from bp_core.crashpoints import crash_point
-from bp_core.errors import ReplayFailed, TopicMissing
+from bp_core.errors import ReplayFailed
 from bp_core.settings import Settings
 
 log = logging.getLogger(__name__)

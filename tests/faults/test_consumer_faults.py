@@ -10,6 +10,7 @@ are in flight; they are in this module so that no broker restart of its other te
 from __future__ import annotations
 
 import random
+import re
 import threading
 import time
 from collections import Counter
@@ -203,10 +204,11 @@ def test_second_member_joins_and_leaves_mid_stream(settings, es, tmp_path):
         wait_for(lambda: "assigned partitions" in log_text(logs[0]), timeout=60, what="first member")
         producer = threading.Thread(target=produce_chunks, args=(settings, messages, 1000, 0.5))
         producer.start()
-        time.sleep(2)
+        wait_for(lambda: committed(settings) > 0, timeout=60, what="the first member's first commits")
         second = start(settings, "--batch-size", "300", log_path=logs[1], **env)
-        wait_for(lambda: "assigned partitions" in log_text(logs[1]), timeout=60, what="second member assigned")
-        time.sleep(3)  # both members consume for a while
+        # The second member consumes for a while: its progress line counts messages.
+        wait_for(lambda: re.search(r"INFO bp_core.consumer: messages=[1-9]", log_text(logs[1])), timeout=60,
+                 what="the second member's progress")
         terminate(second, logs[1])  # SIGTERM: finish the batch, commit, leave the group
         producer.join()
         # First: every outcome durable in its sink ...
@@ -219,7 +221,8 @@ def test_second_member_joins_and_leaves_mid_stream(settings, es, tmp_path):
     finally:
         kill_quietly(first)
         kill_quietly(second)
-    assert "stopped: messages=" in log_text(logs[1])
+    for log in logs:  # both members processed messages
+        assert int(re.search(r"stopped: messages=(\d+)", log_text(log)).group(1)) > 0, log_text(log)[-2000:]
     assert_exact(settings, es, expected, len(messages))
 
 

@@ -12,7 +12,6 @@ import time
 from collections import Counter
 
 import orjson
-import pytest
 
 from bp_core.cli import main
 from bp_core.dead_letters.replay import DeadLetterReplay

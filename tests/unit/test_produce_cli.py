@@ -3,7 +3,6 @@
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -35,9 +34,7 @@ def test_bad_argument_subprocess():
 
 def test_unreachable_broker_fails_fast_with_one_line():
     env = {**os.environ, "BP_KAFKA_BOOTSTRAP": "127.0.0.1:1", "BP_TOPIC": "bp-unreachable-test"}
-    began = time.monotonic()
     done = subprocess.run([BP, "produce", "--count", "5"], capture_output=True, text=True, timeout=60, env=env)
-    assert time.monotonic() - began < 60
     assert done.returncode == 1
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "cannot reach Kafka at 127.0.0.1:1" in lines[0]
