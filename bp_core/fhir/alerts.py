@@ -101,7 +101,7 @@ class Assessor:
     device: FhirMessage
     # Serialised parts, derived from the fields above (so left out of equality):
     _reference: orjson.Fragment = field(repr=False, compare=False)  # the Device reference
-    _methods: tuple = field(repr=False, compare=False)  # RiskAssessment.method by detected_by: rules, model, rules+model
+    _methods: tuple = field(repr=False, compare=False)  # RiskAssessment.method: rules, model, rules+model
 
     @property
     def device_id(self) -> str:

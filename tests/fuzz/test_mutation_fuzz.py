@@ -59,7 +59,8 @@ def seed_documents() -> list[object]:
                                               effective=effective, systolic_mm_hg=systolic, diastolic_mm_hg=diastolic))
         seeds.append(fast)
         # as the simulator sends it: with its device; and a retraction of it
-        seeds.append({**fast, "id": f"dev-{i}", "device": {"reference": f"Device/cuff-{i}", "display": "Omron HEM-7361T"}})
+        seeds.append({**fast, "id": f"dev-{i}",
+                      "device": {"reference": f"Device/cuff-{i}", "display": "Omron HEM-7361T"}})
         seeds.append({**fast, "status": "entered-in-error"})
     seeds.append({"resourceType": "Patient", "id": "pat-0", "name": [{"family": "Doe", "given": ["Jo"]}]})
     assert len(seeds) >= 10

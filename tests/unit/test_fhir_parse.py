@@ -497,7 +497,8 @@ def test_urn_uuid_full_urls_are_local_to_the_bundle_and_not_kept():
     (17, None),
 ], ids=["absolute", "versioned", "other-id", "other-type", "relative", "urn", "number"])
 def test_full_url_is_kept_only_when_it_is_the_observations_absolute_url(full_url, kept):
-    bundle = {"resourceType": "Bundle", "type": "collection", "entry": [{"fullUrl": full_url, "resource": observation()}]}
+    bundle = {"resourceType": "Bundle", "type": "collection",
+              "entry": [{"fullUrl": full_url, "resource": observation()}]}
     [reading] = parse_payload(orjson.dumps(bundle))
     assert reading.full_url == kept
 
