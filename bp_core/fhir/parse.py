@@ -21,8 +21,12 @@ What is accepted (everything else is rejected with a one-line reason):
 - ``status``: ``final``, ``amended``, ``corrected``, ``preliminary`` and ``unknown``
   are accepted (a value exists; the status is kept in ``Reading.status``; for
   surveillance a possible crisis with an uncertain status is better seen than
-  dropped). ``registered`` (no result yet), ``cancelled``, ``entered-in-error``, a
-  missing status and any other code are rejected.
+  dropped; ``amended`` and ``corrected`` replace the earlier reading with the same
+  identity). ``entered-in-error`` is a retraction of the earlier reading with the same
+  identity: it needs an ``id`` and a Patient subject, and nothing else has to be usable
+  (values absent, invalid or impossible give NaN; an absent or invalid effective time
+  gives None). ``registered`` (no result yet), ``cancelled``, a missing status and any
+  other code are rejected.
 - Effective time from ``effectiveDateTime``, ``effectiveInstant`` or
   ``effectivePeriod.start`` (``.end`` when there is no start). FHIR partial dates
   (``2012``, ``2012-09``, ``2012-09-17``) are valid and mean midnight UTC on the first
@@ -32,12 +36,19 @@ What is accepted (everything else is rejected with a one-line reason):
   with only a logical ``identifier`` gives its ``value``.
 - Without an ``id``, the observation id is ``sha1-`` + the SHA-1 of the resource's
   canonical JSON (sorted keys), so a replay of the same resource maps to the same id.
+- ``device`` (optional, never a reason to reject): ``Device/<id>`` (also absolute,
+  versioned or ``urn:uuid:`` forms, or a logical ``identifier``) gives ``device_id``,
+  its ``display`` gives ``device_model``; any other shape gives None.
+- In a Bundle, an entry's ``fullUrl`` that is the Observation's absolute URL
+  (``http(s)://<base>/Observation/<id>``, ``/_history/n`` cut) is kept as
+  ``Reading.full_url``; ``urn:uuid:`` fullUrls are placeholders local to the Bundle and
+  are not kept. ``bp_core.fhir.ids.reading_key`` derives the reading's identity from it.
 
 Two paths, one behaviour. Nearly every message on the stream has the common form: one
-Observation with an ``id``, ``effectiveDateTime``, a ``Patient/<id>`` subject and both
-values in UCUM ``mm[Hg]``. ``parse_common_form`` decodes only the fields it needs,
-straight into typed structs (``msgspec``: no dict per JSON object), and checks them in
-a few comparisons. Whatever it does not recognise as a valid common-form Observation
+Observation with an ``id``, ``effectiveDateTime``, a ``Patient/<id>`` subject, both
+values in UCUM ``mm[Hg]`` and a ``Device/<id>`` device (or none). ``parse_common_form``
+decodes only the fields it needs, straight into typed structs (``msgspec``: no dict per
+JSON object), and checks them in a few comparisons. Whatever it does not recognise as a valid common-form Observation
 (a Bundle, NDJSON, kPa, a missing id, a reject of any kind, a JSON type it does not
 expect) goes to ``parse_payload_generic``, the full validator over plain dicts, which
 gives every reject its reason. The fast path only ever answers with a ``Reading`` the
@@ -55,13 +66,15 @@ import msgspec
 import orjson
 
 from bp_core.errors import InvalidObservation
-from bp_core.fhir.codes import BP_PANEL, DIASTOLIC, KPA, LOINC, MM_HG, MM_HG_PER_KPA, SYSTOLIC, UCUM
+from bp_core.fhir.codes import (BP_PANEL, DIASTOLIC, ENTERED_IN_ERROR, KPA, LOINC, MM_HG, MM_HG_PER_KPA, SYSTOLIC,
+                                UCUM)
 from bp_core.reading import Reading, Rejection
 
 __all__ = ["parse_payload", "parse_common_form", "parse_payload_generic", "parse_resource", "observation_id_of"]
 
 ACCEPTED_STATUSES = frozenset({"final", "amended", "corrected", "preliminary", "unknown"})
-REJECTED_STATUSES = frozenset({"registered", "cancelled", "entered-in-error"})
+RETRACTING_STATUS = ENTERED_IN_ERROR
+REJECTED_STATUSES = frozenset({"registered", "cancelled"})
 
 MAX_SYSTOLIC_MM_HG = 300.0
 MAX_DIASTOLIC_MM_HG = 200.0
@@ -70,6 +83,7 @@ _MM_HG_TEXTS = frozenset({"mmHg", MM_HG})
 _UTC = timezone.utc
 _NO_CONCEPT: dict = {}
 _NUMBER_TYPES = (int, float)  # checked with type(), not isinstance(): bool is an int
+_NAN = float("nan")
 
 
 def parse_payload(payload: bytes | str) -> list[Reading | Rejection]:
@@ -99,8 +113,11 @@ def parse_payload_generic(payload: bytes | str) -> list[Reading | Rejection]:
     return _parse_document(document)
 
 
-def parse_resource(resource: dict) -> Reading:
+def parse_resource(resource: dict, full_url: object = None) -> Reading:
     """Validate one FHIR BP Observation (a dict) and extract its reading.
+
+    ``full_url`` is the Bundle entry's ``fullUrl``, if any: kept as ``Reading.full_url``
+    when it is the Observation's absolute URL (see the module docstring).
 
     Raises:
         InvalidObservation: the resource is not a usable BP Observation; ``reason`` says
@@ -110,7 +127,7 @@ def parse_resource(resource: dict) -> Reading:
         raise InvalidObservation(f"not a FHIR resource: JSON {_json_type(resource)} (expected an object)")
     observation_id = observation_id_of(resource)
     try:
-        return _extract(resource, observation_id)
+        return _extract(resource, observation_id, full_url)
     except InvalidObservation:
         raise
     except RecursionError as exc:
@@ -170,16 +187,22 @@ class _Subject(msgspec.Struct, gc=False):
     reference: str
 
 
+class _Device(msgspec.Struct, gc=False):
+    reference: str
+    display: str | None = None
+
+
 class _CommonObservation(msgspec.Struct, gc=False):
     """The fields of an Observation the common form needs; all others are skipped."""
 
     resourceType: Literal["Observation"]
     id: Annotated[str, msgspec.Meta(min_length=1)]
-    status: Literal[tuple(sorted(ACCEPTED_STATUSES))]
+    status: Literal[tuple(sorted(ACCEPTED_STATUSES | {RETRACTING_STATUS}))]
     code: _Concept
     subject: _Subject
     effectiveDateTime: str
     component: list[_Component]
+    device: _Device | None = None
 
 
 _decode_common = msgspec.json.Decoder(_CommonObservation).decode
@@ -238,7 +261,17 @@ def parse_common_form(payload: bytes | str) -> Reading | None:
     effective = _parse_fhir_datetime(resource.effectiveDateTime)
     if effective is None:
         return None
-    return Reading(resource.id, patient_id, effective, systolic, diastolic, resource.status)
+    device = resource.device
+    if device is None:
+        return Reading(resource.id, patient_id, effective, systolic, diastolic, resource.status)
+    reference = device.reference
+    if not reference.startswith("Device/"):
+        return None  # another form of reference: the full validator decides
+    device_id = reference[7:]
+    if not device_id or "/" in device_id:
+        return None
+    return Reading(resource.id, patient_id, effective, systolic, diastolic, resource.status,
+                   device_id, device.display or None)
 
 
 # --------------------------------------------------------------------------- documents
@@ -296,9 +329,9 @@ def _parse_document(document: object) -> list[Reading | Rejection]:
     return [_parse_one(document)]
 
 
-def _parse_one(resource: dict) -> Reading | Rejection:
+def _parse_one(resource: dict, full_url: object = None) -> Reading | Rejection:
     try:
-        return parse_resource(resource)
+        return parse_resource(resource, full_url)
     except InvalidObservation as exc:
         return Rejection(exc.reason, exc.observation_id)
 
@@ -313,7 +346,7 @@ def _parse_bundle(bundle: dict) -> list[Reading | Rejection]:
     for entry in entries:
         resource = entry.get("resource") if type(entry) is dict else None
         if type(resource) is dict and resource.get("resourceType") == "Observation":
-            results.append(_parse_one(resource))
+            results.append(_parse_one(resource, entry.get("fullUrl")))
     if not results:
         return [Rejection(f"Bundle holds no Observation ({len(entries)} entries)", bundle_id)]
     return results
@@ -322,7 +355,7 @@ def _parse_bundle(bundle: dict) -> list[Reading | Rejection]:
 # --------------------------------------------------------------------------- one Observation
 
 
-def _extract(resource: dict, observation_id: str) -> Reading:
+def _extract(resource: dict, observation_id: str, full_url: object) -> Reading:
     resource_type = resource.get("resourceType")
     if resource_type != "Observation":
         if resource_type is None:
@@ -332,13 +365,12 @@ def _extract(resource: dict, observation_id: str) -> Reading:
         raise InvalidObservation(f"not a blood-pressure panel: code has no LOINC {BP_PANEL}", observation_id)
     status = resource.get("status")
     if status not in ACCEPTED_STATUSES:
+        if status == RETRACTING_STATUS:
+            return _extract_retraction(resource, observation_id, full_url)
         raise InvalidObservation(_status_reason(status), observation_id)
 
-    systolic_component, diastolic_component = _find_components(resource.get("component"), observation_id)
-    systolic = _value_mm_hg(systolic_component, "systolic", observation_id)
-    diastolic = _value_mm_hg(diastolic_component, "diastolic", observation_id)
-    _check_plausible(systolic, diastolic, observation_id)
-
+    systolic, diastolic = _values_mm_hg(resource, observation_id)
+    device_id, device_model = _device(resource.get("device"))
     return Reading(
         observation_id=observation_id,
         patient_id=_patient_id(resource.get("subject"), observation_id),
@@ -346,7 +378,74 @@ def _extract(resource: dict, observation_id: str) -> Reading:
         systolic_mm_hg=systolic,
         diastolic_mm_hg=diastolic,
         status=status,
+        device_id=device_id,
+        device_model=device_model,
+        full_url=_observation_url(full_url, observation_id),
     )
+
+
+def _extract_retraction(resource: dict, observation_id: str, full_url: object) -> Reading:
+    """An ``entered-in-error`` Observation: only its identity must be usable."""
+    if type(resource.get("id")) is not str or not resource["id"]:
+        raise InvalidObservation(f"{RETRACTING_STATUS} without an id: no earlier reading to retract", observation_id)
+    patient_id = _patient_id(resource.get("subject"), observation_id)
+    try:
+        systolic, diastolic = _values_mm_hg(resource, observation_id)
+    except (InvalidObservation, AttributeError, TypeError, KeyError, IndexError):
+        systolic = diastolic = _NAN
+    try:
+        effective = _effective(resource, observation_id)
+    except (InvalidObservation, AttributeError, TypeError):
+        effective = None
+    device_id, device_model = _device(resource.get("device"))
+    return Reading(observation_id, patient_id, effective, systolic, diastolic, RETRACTING_STATUS,
+                   device_id, device_model, _observation_url(full_url, observation_id))
+
+
+def _values_mm_hg(resource: dict, observation_id: str) -> tuple[float, float]:
+    systolic_component, diastolic_component = _find_components(resource.get("component"), observation_id)
+    systolic = _value_mm_hg(systolic_component, "systolic", observation_id)
+    diastolic = _value_mm_hg(diastolic_component, "diastolic", observation_id)
+    _check_plausible(systolic, diastolic, observation_id)
+    return systolic, diastolic
+
+
+def _device(device: object) -> tuple[str | None, str | None]:
+    """(device id, device model) of the ``device`` reference; (None, None) for any other shape."""
+    if type(device) is not dict:
+        return None, None
+    reference = device.get("reference")
+    found = _device_id(reference) if type(reference) is str else None
+    if found is None and reference is None:
+        identifier = device.get("identifier")
+        value = identifier.get("value") if type(identifier) is dict else None
+        found = value if type(value) is str and value else None
+    display = device.get("display")
+    return found, display if type(display) is str and display else None
+
+
+def _device_id(reference: str) -> str | None:
+    """``Device/7``, ``https://host/fhir/Device/7[/_history/2]``, ``urn:uuid:7`` -> ``7``; else None."""
+    if reference.startswith("Device/"):
+        device_id = reference[7:]
+        if device_id and "/" not in device_id:  # the common case, without splitting
+            return device_id
+    if reference.startswith("urn:uuid:") or reference.startswith("urn:oid:"):
+        return reference[reference.index(":", 4) + 1:] or None
+    parts = reference.split("?", 1)[0].split("/")
+    if "_history" in parts:
+        parts = parts[:parts.index("_history")]
+    if len(parts) >= 2 and parts[-2] == "Device" and parts[-1]:
+        return parts[-1]
+    return None
+
+
+def _observation_url(full_url: object, observation_id: str) -> str | None:
+    """The Bundle entry's ``fullUrl`` when it is this Observation's absolute URL, else None."""
+    if type(full_url) is not str or not (full_url.startswith("https://") or full_url.startswith("http://")):
+        return None
+    url = full_url.split("/_history/", 1)[0]
+    return url if url.endswith("/Observation/" + observation_id) else None
 
 
 def _status_reason(status: object) -> str:

@@ -24,7 +24,7 @@ LITERALS = [b"NaN", b"Infinity", b"-Infinity", b"1e999", b"-1e999", b"0x10", b"+
 FHIR_KEYS = ["resourceType", "id", "status", "code", "coding", "system", "component", "valueQuantity",
              "value", "unit", "subject", "reference", "identifier", "effectiveDateTime",
              "effectiveInstant", "effectivePeriod", "start", "end", "entry", "resource", "type",
-             "dataAbsentReason"]
+             "dataAbsentReason", "device", "display", "fullUrl"]
 
 
 class Mutator:
@@ -92,7 +92,8 @@ class Mutator:
             return "".join(rng.choice(UNICODE) for _ in range(rng.randrange(1, 6)))
         if kind == 4:
             return rng.choice(FHIR_KEYS + ["8480-6", "8462-4", "85354-9", "http://loinc.org", "mm[Hg]", "kPa",
-                                           "final", "2026-03-01", "2026-13-45T99:99:99Z", "Patient/x"])
+                                           "final", "entered-in-error", "2026-03-01", "2026-13-45T99:99:99Z",
+                                           "Patient/x", "Device/x", "https://h/Observation/x"])
         if kind == 5:
             return ""
         if kind == 6:

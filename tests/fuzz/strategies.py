@@ -1,9 +1,11 @@
 """Hypothesis strategies: structurally varied FHIR blood-pressure Observations.
 
 ``valid_observations()`` draws (resource, expected) pairs where ``expected`` is what
-``parse_payload`` must extract (id, patient, effective instant, mmHg values, status);
-``invalid_observations()`` draws (resource, reason fragment) pairs: a valid resource
-broken in one known way, and a fragment the rejection's reason must contain.
+``parse_payload`` must extract (id, patient, effective instant, mmHg values, status,
+device); ``invalid_observations()`` draws (resource, reason fragment) pairs: a valid
+resource broken in one known way, and a fragment the rejection's reason must contain;
+``retractions()`` draws ``entered-in-error`` resources whose values or time may be
+broken, which must still parse (NaN values, no time).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from hypothesis import strategies as st
 
 from bp_core.fhir.codes import BP_PANEL, DIASTOLIC, LOINC, MM_HG_PER_KPA, SYSTOLIC, UCUM
 
-STATUSES = ["final", "amended", "corrected", "preliminary", "unknown"]
+STATUSES = ["final", "amended", "corrected", "preliminary", "unknown", "entered-in-error"]
 ids = st.from_regex(r"[A-Za-z0-9\-.]{1,64}", fullmatch=True)
 extra_codings = st.lists(st.sampled_from([
     {"system": "http://snomed.info/sct", "code": "75367002", "display": "Blood pressure"},
@@ -82,6 +84,22 @@ def subject(draw):
 
 
 @st.composite
+def device(draw):
+    """(the ``device`` element or None, the device id and model the parser must return)."""
+    device_id = draw(ids.filter(lambda s: "/" not in s))
+    model = draw(st.one_of(st.none(), st.text(min_size=1, max_size=30)))
+    form = draw(st.sampled_from(["none", "relative", "relative", "absolute", "history", "identifier", "metric"]))
+    if form == "none":
+        return None, None, None
+    reference = {"relative": f"Device/{device_id}", "absolute": f"https://fhir.example.org/Device/{device_id}",
+                 "history": f"Device/{device_id}/_history/2", "metric": f"DeviceMetric/{device_id}"}.get(form)
+    element = {"reference": reference} if reference else {"identifier": {"system": "urn:serial", "value": device_id}}
+    if model is not None:
+        element["display"] = model
+    return element, None if form == "metric" else device_id, model
+
+
+@st.composite
 def quantity(draw, mm_hg_range):
     """(valueQuantity, value in mmHg the parser must return)."""
     low, high = mm_hg_range
@@ -121,8 +139,12 @@ def valid_observations(draw):
     effective_fields, moment = draw(effective())
     subject_field, patient = draw(subject())
     status = draw(st.sampled_from(STATUSES))
+    device_field, device_id, device_model = draw(device())
+    extras = draw(extra_fields)
+    if device_field is not None:
+        extras["device"] = device_field
     resource = {
-        **draw(extra_fields),
+        **extras,
         "resourceType": "Observation",
         "status": status,
         "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category",
@@ -132,7 +154,7 @@ def valid_observations(draw):
         **effective_fields,
         "component": list(components),
     }
-    has_id = draw(st.booleans())
+    has_id = status == "entered-in-error" or draw(st.booleans())  # a retraction needs its id
     if has_id:
         resource["id"] = draw(ids)
     keys = draw(st.permutations(list(resource)))
@@ -140,7 +162,8 @@ def valid_observations(draw):
     observation_id = resource["id"] if has_id else \
         "sha1-" + hashlib.sha1(orjson.dumps(resource, option=orjson.OPT_SORT_KEYS)).hexdigest()
     expected = {"observation_id": observation_id, "patient_id": patient, "effective": moment,
-                "systolic": systolic, "diastolic": diastolic, "status": status}
+                "systolic": systolic, "diastolic": diastolic, "status": status,
+                "device_id": device_id, "device_model": device_model}
     return resource, expected
 
 
@@ -187,7 +210,7 @@ def _delete(*keys):
 BREAKS = [
     (_drop_component(SYSTOLIC), "missing systolic"),
     (_drop_component(DIASTOLIC), "missing diastolic"),
-    (_set(["status"], "entered-in-error"), "entered-in-error"),
+    (_set(["status"], "cancelled"), "cancelled"),
     (_set(["status"], "registered"), "registered"),
     (_delete("status"), "missing status"),
     (_set(["resourceType"], "Patient"), "not an Observation"),
@@ -211,6 +234,8 @@ def invalid_observations(draw):
     resource, _ = draw(valid_observations())
     resource = orjson.loads(orjson.dumps(resource))  # a deep copy
     resource.setdefault("id", "broken-1")
+    if resource["status"] == "entered-in-error":
+        resource["status"] = "final"  # a retraction's values and time need not be usable
     breaker, fragment = draw(st.sampled_from(BREAKS))
     if breaker is BREAKS[11][0] or fragment in ("unit must be", "impossible"):
         # value/unit breaks need a UCUM mm[Hg] quantity to bite
@@ -223,3 +248,36 @@ def invalid_observations(draw):
         _delete("effectiveInstant", "effectivePeriod")(resource)
     breaker(resource)
     return resource, fragment
+
+
+# Breaks a retraction survives: its values become NaN, or its time None.
+RETRACTION_BREAKS = [
+    (_drop_component(SYSTOLIC), "values"),
+    (_component_quantity(DIASTOLIC, "value", "80"), "values"),
+    (_component_quantity(SYSTOLIC, "value", 900), "values"),
+    (_swap_values, "values"),
+    (_set(["component"], "120/80"), "values"),
+    (_delete("effectiveDateTime", "effectiveInstant", "effectivePeriod"), "effective"),
+    (None, "nothing"),
+]
+
+
+@st.composite
+def retractions(draw):
+    """(an entered-in-error resource, what is broken in it: "values", "effective" or "nothing",
+    the expected of its unbroken form)."""
+    resource, expected = draw(valid_observations())
+    resource = orjson.loads(orjson.dumps(resource))
+    resource["status"] = "entered-in-error"
+    resource.setdefault("id", "retracted-1")
+    expected = {**expected, "status": "entered-in-error", "observation_id": resource["id"]}
+    breaker, broken = draw(st.sampled_from(RETRACTION_BREAKS))
+    if broken == "values":  # value breaks need a UCUM mm[Hg] quantity to bite, as in invalid_observations
+        for component in resource["component"]:
+            if component["valueQuantity"].get("code") != "/min":
+                component["valueQuantity"] = {"value": 100 if any(
+                    x.get("code") == SYSTOLIC for x in component["code"]["coding"]) else 60,
+                    "unit": "mmHg", "system": UCUM, "code": "mm[Hg]"}
+    if breaker is not None:
+        breaker(resource)
+    return resource, broken, expected

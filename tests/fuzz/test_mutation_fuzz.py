@@ -25,6 +25,7 @@ import pytest
 
 from bp_core.consumer.batch import route_records
 from bp_core.fhir.build import build_observation, observation_bytes
+from bp_core.fhir.ids import MAX_KEY_BYTES, reading_key
 from bp_core.fhir.parse import parse_common_form, parse_payload, parse_payload_generic
 from bp_core.model.serving import ServedModel
 from bp_core.reading import Reading, Rejection
@@ -54,9 +55,13 @@ def seed_documents() -> list[object]:
         effective = start + timedelta(hours=i)
         seeds.append(build_observation(observation_id=f"built-{i}", patient_id=f"pat-{i}", effective=effective,
                                        systolic_mm_hg=systolic, diastolic_mm_hg=diastolic))
-        seeds.append(orjson.loads(observation_bytes(observation_id=f"fast-{i}", patient_id=f"pat-{i}",
-                                                    effective=effective, systolic_mm_hg=systolic,
-                                                    diastolic_mm_hg=diastolic)))
+        fast = orjson.loads(observation_bytes(observation_id=f"fast-{i}", patient_id=f"pat-{i}",
+                                              effective=effective, systolic_mm_hg=systolic, diastolic_mm_hg=diastolic))
+        seeds.append(fast)
+        # as the simulator sends it: with its device; and a retraction of it
+        seeds.append({**fast, "id": f"dev-{i}",
+                      "device": {"reference": f"Device/cuff-{i}", "display": "Omron HEM-7361T"}})
+        seeds.append({**fast, "status": "entered-in-error"})
     seeds.append({"resourceType": "Patient", "id": "pat-0", "name": [{"family": "Doe", "given": ["Jo"]}]})
     assert len(seeds) >= 10
     return seeds
@@ -72,6 +77,15 @@ def check_results(payload: bytes, results) -> None:
             assert isinstance(result, Reading), (payload[:200], result)
             assert type(result.observation_id) is str and result.observation_id
             assert type(result.patient_id) is str and result.patient_id
+            assert result.device_id is None or type(result.device_id) is str and result.device_id
+            assert result.device_model is None or type(result.device_model) is str and result.device_model
+            assert result.full_url is None or result.full_url.startswith(("http://", "https://"))
+            assert 0 < len(reading_key(result).encode()) <= MAX_KEY_BYTES
+            if result.retracts:  # only its identity must be usable
+                assert result.effective is None or result.effective.tzinfo is not None
+                values = (result.systolic_mm_hg, result.diastolic_mm_hg)
+                assert all(map(math.isnan, values)) or 0 < values[1] < values[0] <= 300
+                continue
             assert result.effective.tzinfo is not None
             assert math.isfinite(result.systolic_mm_hg) and math.isfinite(result.diastolic_mm_hg)
             assert 0 < result.diastolic_mm_hg < result.systolic_mm_hg <= 300

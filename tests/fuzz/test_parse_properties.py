@@ -1,17 +1,21 @@
 """Property tests: structurally varied FHIR BP Observations, Bundles and NDJSON.
 
 Valid ones must be accepted with the right values; broken ones rejected with a reason
-that says what is wrong; nothing ever raises.
+that says what is wrong; retractions accepted whatever their values and time; nothing ever
+raises, and every reading's key fits an Elasticsearch id.
 """
 
 from __future__ import annotations
 
+import math
+
 import orjson
 from hypothesis import HealthCheck, given, settings, strategies as st
 
+from bp_core.fhir.ids import MAX_KEY_BYTES, reading_key
 from bp_core.fhir.parse import parse_common_form, parse_payload, parse_payload_generic
 from bp_core.reading import Reading, Rejection
-from tests.fuzz.strategies import invalid_observations, valid_observations
+from tests.fuzz.strategies import invalid_observations, retractions, valid_observations
 
 FAST = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 SMALL = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -33,6 +37,8 @@ def check_reading(result, expected) -> None:
     assert result.systolic_mm_hg == expected["systolic"]
     assert result.diastolic_mm_hg == expected["diastolic"]
     assert result.status == expected["status"]
+    assert (result.device_id, result.device_model) == (expected["device_id"], expected["device_model"])
+    assert 0 < len(reading_key(result).encode()) <= MAX_KEY_BYTES
 
 
 @FAST
@@ -58,6 +64,23 @@ def test_encodings_of_one_observation(drawn, encoding):
 
 
 @FAST
+@given(retractions())
+def test_every_retraction_is_accepted_whatever_its_values_and_time(drawn):
+    resource, broken, expected = drawn
+    payload = orjson.dumps(resource)
+    [result] = parse_payload(payload)
+    assert isinstance(result, Reading) and result.retracts, (resource, result)
+    assert (result.observation_id, result.patient_id) == (expected["observation_id"], expected["patient_id"])
+    if broken == "values":
+        assert math.isnan(result.systolic_mm_hg) and math.isnan(result.diastolic_mm_hg)
+        assert parse_common_form(payload) is None
+    else:
+        assert (result.systolic_mm_hg, result.diastolic_mm_hg) == (expected["systolic"], expected["diastolic"])
+    assert result.effective is None if broken == "effective" else result.effective == expected["effective"]
+    check_fast_path_agrees(payload)
+
+
+@FAST
 @given(invalid_observations())
 def test_every_broken_observation_is_rejected_with_its_reason(drawn):
     resource, fragment = drawn
@@ -72,13 +95,16 @@ def test_every_broken_observation_is_rejected_with_its_reason(drawn):
                           invalid_observations().map(lambda d: ("invalid", d)),
                           st.just(("other", ({"resourceType": "Patient", "id": "p"}, None)))),
                 min_size=1, max_size=4),
-       st.sampled_from(["collection", "searchset", "transaction", "batch"]), st.booleans())
+       st.sampled_from(["collection", "searchset", "transaction", "batch"]),
+       st.sampled_from([None, "urn", "https"]))
 def test_bundles_keep_document_order_and_skip_other_resources(items, bundle_type, full_urls):
     entries = []
     for n, (_, (resource, _)) in enumerate(items):
         entry = {"resource": resource}
-        if full_urls:
+        if full_urls == "urn":
             entry["fullUrl"] = f"urn:uuid:entry-{n}"
+        elif full_urls == "https":  # the resource's own URL when it has an id
+            entry["fullUrl"] = f"https://fhir.example.org/r4/{resource.get('resourceType')}/{resource.get('id', n)}"
         if bundle_type == "transaction":
             entry["request"] = {"method": "POST", "url": resource.get("resourceType", "Observation")}
         entries.append(entry)
@@ -93,6 +119,8 @@ def test_bundles_keep_document_order_and_skip_other_resources(items, bundle_type
     for result, (kind, (resource, expected)) in zip(results, observations):
         if kind == "valid":
             check_reading(result, expected)
+            url = f"https://fhir.example.org/r4/Observation/{resource['id']}" if "id" in resource else None
+            assert result.full_url == (url if full_urls == "https" else None)
         else:
             assert isinstance(result, Rejection) and expected in result.reason
 

@@ -114,14 +114,14 @@ def test_bundle_entries_keep_their_index_and_a_bad_one_sends_the_message_to_the_
     bundle = {"resourceType": "Bundle", "type": "collection", "entry": [
         {"resource": orjson.loads(observation(0, 118, 76))},
         {"resource": {"resourceType": "Patient", "id": "pat-0"}},
-        {"resource": {**orjson.loads(observation(1, 165, 100)), "status": "entered-in-error"}},
+        {"resource": {**orjson.loads(observation(1, 165, 100)), "status": "cancelled"}},
         {"resource": orjson.loads(observation(2, 170, 100))},
     ]}
     outcome = route_records(records(orjson.dumps(bundle)), Thresholds(), None, 0.5, NOW)
     assert [position for position, _ in outcome.normals[0]] == [(0, 0)]
     assert outcome.anomaly_ids == ["obs-2"]
     [(record, reason)] = outcome.rejects
-    assert reason == "obs-1: status is 'entered-in-error': not a usable result"
+    assert reason == "obs-1: status is 'cancelled': not a usable result"
 
 
 def test_bulk_body_pairs_each_document_with_its_id():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import math
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -11,8 +12,9 @@ import orjson
 import pytest
 
 from bp_core.errors import InvalidObservation
-from bp_core.fhir.parse import parse_payload, parse_resource
-from bp_core.reading import Reading, Rejection
+from bp_core.fhir.build import observation_bytes
+from bp_core.fhir.parse import parse_common_form, parse_payload, parse_payload_generic, parse_resource
+from bp_core.reading import FUTURE_TOLERANCE, Reading, Rejection, future_reason
 
 FHIR_DIR = Path(__file__).parent.parent / "fixtures" / "fhir"
 UTC = timezone.utc
@@ -198,7 +200,7 @@ def test_bundles_yield_their_observations_and_skip_patients(name, ids, patients)
 def test_bundle_keeps_good_and_bad_entries_in_order():
     bundle = {"resourceType": "Bundle", "type": "batch", "entry": [
         {"resource": observation(id="a")},
-        {"resource": observation(id="b", status="entered-in-error")},
+        {"resource": observation(id="b", status="cancelled")},
         {"request": {"method": "DELETE", "url": "Observation/z"}},
     ]}
     results = parse_payload(orjson.dumps(bundle))
@@ -280,7 +282,6 @@ def _values(systolic, diastolic) -> dict:
      "not a blood-pressure panel: code has no LOINC 85354-9"),
     (without("code"), "not a blood-pressure panel: code has no LOINC 85354-9"),
     (observation(status="cancelled"), "status is 'cancelled': not a usable result"),
-    (observation(status="entered-in-error"), "status is 'entered-in-error': not a usable result"),
     (observation(status="registered"), "status is 'registered': not a usable result"),
     (observation(status="done"), "unknown status 'done'"),
     (without("status"), "missing status"),
@@ -368,3 +369,178 @@ def test_ndjson_with_crlf_and_line_separator_inside_a_string():
     results = parse_payload(first + b"\r\n" + orjson.dumps(observation(id="b")) + b"\r\n")
     assert [r.observation_id for r in results] == ["a", "b"]
     assert all(isinstance(r, Reading) for r in results)
+
+
+# --------------------------------------------------------------------------- corrections
+
+
+def test_entered_in_error_is_a_retraction_with_its_values_when_they_are_valid():
+    reading = single(orjson.dumps(observation(status="entered-in-error")))
+    assert reading == Reading("obs-1", "p1", datetime(2024, 5, 1, 8, 30, tzinfo=UTC), 120.0, 80.0, "entered-in-error")
+    assert reading.retracts and not reading.amends
+
+
+@pytest.mark.parametrize("change", [
+    lambda r: r.pop("component"),
+    lambda r: r.update(component=[component("8480-6", 120)]),
+    lambda r: r["component"][0]["valueQuantity"].update(value="120"),
+    lambda r: r["component"][0]["valueQuantity"].update(code="cm[H2O]"),
+    lambda r: r.update(component=[component("8480-6", 80), component("8462-4", 120)]),
+    lambda r: r.update(component="120/80"),
+], ids=["no-components", "no-diastolic", "string-value", "bad-unit", "impossible", "wrong-type"])
+def test_a_retraction_needs_no_usable_values(change):
+    resource = observation(status="entered-in-error")
+    change(resource)
+    reading = single(orjson.dumps(resource))
+    assert isinstance(reading, Reading) and reading.retracts
+    assert (reading.observation_id, reading.patient_id) == ("obs-1", "p1")
+    assert math.isnan(reading.systolic_mm_hg) and math.isnan(reading.diastolic_mm_hg)
+
+
+@pytest.mark.parametrize("effective", [{}, {"effectiveDateTime": "yesterday"}, {"effectivePeriod": "2024"}],
+                         ids=["none", "invalid", "wrong-type"])
+def test_a_retraction_needs_no_usable_effective_time(effective):
+    resource = without("effectiveDateTime")
+    resource.update(status="entered-in-error", **effective)
+    reading = single(orjson.dumps(resource))
+    assert isinstance(reading, Reading) and reading.retracts and reading.effective is None
+    assert future_reason(reading, datetime(2020, 1, 1, tzinfo=UTC)) is None
+
+
+@pytest.mark.parametrize("resource, reason", [
+    ({**without("id"), "status": "entered-in-error"}, "entered-in-error without an id: no earlier reading to retract"),
+    (observation(id="", status="entered-in-error"), "entered-in-error without an id: no earlier reading to retract"),
+    (observation(status="entered-in-error", subject=None), "missing subject: no patient reference"),
+    (observation(status="entered-in-error", subject={"reference": "Group/7"}), "subject is not a Patient: 'Group/7'"),
+    (observation(status="entered-in-error", code={"coding": [{"system": LOINC, "code": "8867-4"}]}),
+     "not a blood-pressure panel: code has no LOINC 85354-9"),
+], ids=["no-id", "empty-id", "no-subject", "group-subject", "not-bp"])
+def test_a_retraction_still_needs_an_id_and_a_patient(resource, reason):
+    assert reject_reason(resource) == reason
+
+
+@pytest.mark.parametrize("status", ["amended", "corrected"])
+def test_amended_and_corrected_replace_the_earlier_reading(status):
+    reading = parse_resource(observation(status=status))
+    assert reading.amends and not reading.retracts and reading.status == status
+
+
+def test_the_fast_path_answers_a_valid_retraction_as_the_full_validator_does():
+    payload = orjson.dumps(observation(status="entered-in-error", device={"reference": "Device/d1"}))
+    assert parse_common_form(payload) is not None
+    assert parse_payload_generic(payload) == [parse_common_form(payload)]
+    broken = observation(status="entered-in-error", component=[component("8480-6", 120)])
+    assert parse_common_form(orjson.dumps(broken)) is None  # NaN values: the full validator answers
+
+
+# --------------------------------------------------------------------------- device
+
+
+@pytest.mark.parametrize("device, device_id, device_model", [
+    ({"reference": "Device/cuff-17", "display": "Omron HEM-7361T"}, "cuff-17", "Omron HEM-7361T"),
+    ({"reference": "Device/cuff-17"}, "cuff-17", None),
+    ({"reference": "Device/cuff-17", "display": ""}, "cuff-17", None),
+    ({"reference": "https://fhir.example.org/r4/Device/cuff-17"}, "cuff-17", None),
+    ({"reference": "Device/cuff-17/_history/2"}, "cuff-17", None),
+    ({"reference": "urn:uuid:0b9e6c1a-1111", "display": "A&D UA-651"}, "0b9e6c1a-1111", "A&D UA-651"),
+    ({"identifier": {"system": "urn:serial", "value": "SN-4"}, "display": "cuff"}, "SN-4", "cuff"),
+    ({"reference": "DeviceMetric/m1", "display": "cuff"}, None, "cuff"),
+    ({"reference": "Device/"}, None, None),
+    ({"reference": 7, "display": 8}, None, None),
+    ({"display": "cuff"}, None, "cuff"),
+    ("Device/cuff-17", None, None),
+    ([{"reference": "Device/cuff-17"}], None, None),
+    (None, None, None),
+], ids=["relative", "no-display", "empty-display", "absolute", "versioned", "urn", "identifier", "device-metric",
+        "empty-id", "wrong-types", "display-only", "string", "array", "null"])
+def test_device_forms_never_reject(device, device_id, device_model):
+    payload = orjson.dumps(observation(device=device) if device is not None else {**observation(), "device": None})
+    reading = single(payload)
+    assert isinstance(reading, Reading)
+    assert (reading.device_id, reading.device_model) == (device_id, device_model)
+    fast = parse_common_form(payload)
+    assert fast is None or [fast] == parse_payload_generic(payload)
+
+
+def test_the_simulators_device_takes_the_fast_path():
+    resource = orjson.loads(observation_bytes(observation_id="o-1", patient_id="p-1",
+                                              effective=datetime(2026, 3, 1, 8, 30, tzinfo=UTC),
+                                              systolic_mm_hg=150, diastolic_mm_hg=95))
+    resource["device"] = {"reference": "Device/cuff-0042", "display": "Omron HEM-7361T"}
+    payload = orjson.dumps(resource)
+    fast = parse_common_form(payload)
+    assert fast is not None and (fast.device_id, fast.device_model) == ("cuff-0042", "Omron HEM-7361T")
+    assert parse_payload_generic(payload) == [fast]
+
+
+# --------------------------------------------------------------------------- full URLs
+
+
+def test_bundle_entries_keep_their_absolute_full_url():
+    results = parse_payload(fixture_bytes("bundle-collection.json"))
+    assert [r.full_url for r in results] == ["http://example.org/fhir/Observation/bp-c1",
+                                             "http://example.org/fhir/Observation/bp-c2"]
+
+
+def test_urn_uuid_full_urls_are_local_to_the_bundle_and_not_kept():
+    results = parse_payload(fixture_bytes("bundle-transaction.json"))
+    assert [r.full_url for r in results] == [None, None]
+
+
+@pytest.mark.parametrize("full_url, kept", [
+    ("https://fhir.example.org/r4/Observation/obs-1", "https://fhir.example.org/r4/Observation/obs-1"),
+    ("https://fhir.example.org/r4/Observation/obs-1/_history/3", "https://fhir.example.org/r4/Observation/obs-1"),
+    ("https://fhir.example.org/r4/Observation/other", None),        # not this resource's URL
+    ("https://fhir.example.org/r4/Patient/obs-1", None),
+    ("Observation/obs-1", None),                                     # relative
+    ("urn:uuid:0b9e6c1a-1111-4222-8333-944455556666", None),
+    (17, None),
+], ids=["absolute", "versioned", "other-id", "other-type", "relative", "urn", "number"])
+def test_full_url_is_kept_only_when_it_is_the_observations_absolute_url(full_url, kept):
+    bundle = {"resourceType": "Bundle", "type": "collection",
+              "entry": [{"fullUrl": full_url, "resource": observation()}]}
+    [reading] = parse_payload(orjson.dumps(bundle))
+    assert reading.full_url == kept
+
+
+def test_a_bundle_retraction_keeps_its_full_url():
+    bundle = {"resourceType": "Bundle", "type": "collection", "entry": [
+        {"fullUrl": "https://fhir.example.org/Observation/obs-1", "resource": observation(status="entered-in-error")}]}
+    [reading] = parse_payload(orjson.dumps(bundle))
+    assert reading.retracts and reading.full_url == "https://fhir.example.org/Observation/obs-1"
+
+
+# --------------------------------------------------------------------------- times in the future
+
+
+NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def _dated(effective: datetime) -> Reading:
+    return Reading("o-1", "p-1", effective, 120.0, 80.0)
+
+
+def test_a_reading_up_to_the_tolerance_ahead_is_accepted():
+    assert FUTURE_TOLERANCE == timedelta(hours=24)
+    for effective in (NOW - timedelta(days=400), NOW, NOW + timedelta(hours=23), NOW + FUTURE_TOLERANCE):
+        assert future_reason(_dated(effective), NOW) is None
+
+
+def test_a_reading_further_ahead_is_refused_with_its_reason():
+    effective = datetime(2026, 3, 3, 9, 30, tzinfo=timezone(timedelta(hours=2)))
+    assert future_reason(_dated(effective), NOW) == (
+        "effective time in the future: 2026-03-03T09:30:00+02:00 is more than 24 h after it was consumed "
+        "(2026-03-01T12:00:00+00:00)")
+    assert future_reason(_dated(NOW + FUTURE_TOLERANCE + timedelta(microseconds=1)), NOW) is not None
+
+
+def test_the_future_check_compares_instants_not_wall_clocks():
+    # 00:59 the next day at UTC-12 is 12:59 UTC: 24 h 59 min ahead, though the wall clock is only 13 h ahead
+    assert future_reason(_dated(datetime(2026, 3, 2, 0, 59, tzinfo=timezone(timedelta(hours=-12)))), NOW) is not None
+    # 13:00 the next day at UTC+14 is 23:00 UTC today: 11 h ahead, though the wall clock is 25 h ahead
+    assert future_reason(_dated(datetime(2026, 3, 2, 13, 0, tzinfo=timezone(timedelta(hours=14)))), NOW) is None
+
+
+def test_the_future_check_needs_an_aware_now():
+    with pytest.raises(TypeError):
+        future_reason(_dated(NOW), datetime(2026, 3, 1, 12, 0))
