@@ -37,6 +37,30 @@ def ensure_topics(settings: Settings, *, partitions: int = 3) -> list[str]:
     return lines
 
 
+def ensure_topic(settings: Settings, name: str, *, partitions: int, config: dict[str, str] | None = None) -> bool:
+    """Create topic ``name`` when missing; True if it was created.
+
+    Raises:
+        BrokerUnavailable: Kafka is unreachable.
+    """
+    from kafka.admin import NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    from bp_core.clients import kafka_admin
+
+    admin = kafka_admin(settings, "bp-setup", request_timeout_ms=30_000)
+    try:
+        if name in set(admin.list_topics()):
+            return False
+        admin.create_topics([NewTopic(name=name, num_partitions=partitions, replication_factor=1,
+                                      topic_configs=config or {})])
+        return True
+    except TopicAlreadyExistsError:
+        return False
+    finally:
+        admin.close()
+
+
 def ensure_elasticsearch(settings: Settings) -> list[str]:
     """Create or update the index template and the index.
 

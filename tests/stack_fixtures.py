@@ -52,8 +52,8 @@ def topic(kafka_admin, resource_prefix) -> str:
     create_topic(kafka_admin, name)
     create_topic(kafka_admin, f"{name}.dlq", partitions=1)
     yield name
-    try:
-        kafka_admin.delete_topics([name, f"{name}.dlq"])
+    try:  # its DLQ, alerts and patients topics, and the changelogs named after its groups
+        kafka_admin.delete_topics([t for t in kafka_admin.list_topics() if t.startswith(name) or name in t])
     except Exception:  # best effort: a leftover test topic is harmless
         pass
 
@@ -77,9 +77,11 @@ def es_index(es, resource_prefix) -> str:
 
 @pytest.fixture
 def settings(stack, topic, group, es_index, tmp_path) -> Settings:
-    """Settings pointing at this test's own topic, group, index and folders."""
+    """Settings pointing at this test's own topics, group, index and folders."""
     return stack.with_(
         topic=topic,
+        alerts_topic=f"{topic}.alerts",
+        patients_topic=f"{topic}.patients",
         consumer_group=group,
         es_index=es_index,
         archive_dir=tmp_path / "archive",

@@ -7,7 +7,9 @@ per file; ``-`` reads standard input)::
      "category": ..., "anomaly": bool, "detected_by": [...], "rule_anomaly": bool,
      "anomaly_types": [...], "source": FILE}
 
-(plus ``model_probability`` and ``model_version`` when a model is served) and, for a rejected resource or file, ``{"id": ... (when known), "source": FILE,
+(plus ``model_probability`` and ``model_version`` when a model is served; an
+``entered-in-error`` Observation prints ``status`` and the key of the reading it
+``retracts``) and, for a rejected resource or file, ``{"id": ... (when known), "source": FILE,
 "error": reason}``. Exit status 0 when everything parsed, 1 when anything was rejected,
 2 when a file cannot be read (nothing is printed then). The answer is the consumer's:
 both score through ``bp_core.scoring``.
@@ -87,12 +89,14 @@ def classify_payload(payload: bytes, source: str, thresholds: "Thresholds", mode
     Returns:
         One dict per Observation (or per rejected payload), ready for JSON.
     """
+    from bp_core.fhir.ids import reading_key
     from bp_core.fhir.parse import parse_payload
     from bp_core.reading import Reading
     from bp_core.scoring import DETECTED_BY, score_readings
 
     results = parse_payload(payload)
-    scored = score_readings([r for r in results if isinstance(r, Reading)], thresholds, model, model_threshold)
+    scored = score_readings([r for r in results if isinstance(r, Reading) and not r.retracts], thresholds, model,
+                            model_threshold)
     scores = iter(range(len(scored)))
     records = []
     for result in results:
@@ -100,6 +104,10 @@ def classify_payload(payload: bytes, source: str, thresholds: "Thresholds", mode
             record = {"id": result.observation_id} if result.observation_id else {}
             record.update(source=source, error=result.reason)
             records.append(record)
+            continue
+        if result.retracts:  # withdraws an earlier reading: nothing to score
+            records.append({"id": result.observation_id, "patient": result.patient_id, "status": result.status,
+                            "retracts": reading_key(result), "source": source})
             continue
         i = next(scores)
         rule_hit, model_hit = scored.rule_anomaly[i], scored.model_anomaly[i]

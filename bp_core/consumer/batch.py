@@ -1,15 +1,17 @@
 """One polled batch, from Kafka records to what each sink must store: pure, no I/O.
 
-``route_records`` is the consumer's hot path, per batch: parse every message (the
-common form in one pass, anything else through the full validator), score the valid
-readings together (``bp_core.scoring.score_readings``: rules, categories, one model call), and sort the
-outcome into the three sinks' shares: anomaly documents for Elasticsearch, archive
-records for the normal readings (by partition, with their Kafka position), and
-rejected messages with their reason for the dead-letter topic.
+``BatchRouter.route`` is the consumer's hot path, per batch: parse every message (the
+common form in one pass, anything else through the full validator), refuse readings
+dated in the future, set retractions apart, score the other readings together
+(``bp_core.scoring``), and sort the outcome into the sinks' shares: anomaly documents
+for Elasticsearch (``_id`` = the reading key) and their RiskAssessments for the alerts
+topic, archive records for the normal readings (by partition, with their Kafka
+position), rejected messages with their reason for the dead-letter topic, and the
+corrections (retractions, amendments) whose earlier reading the writer looks up.
 
-It is written for speed, since it runs once per message: columns rather than objects,
-no function call per message beyond the parser, documents built straight into the
-structs the sinks encode in one C call per batch.
+Written for speed, since it runs once per message: columns rather than objects, no
+function call per message beyond the parser, documents built straight into the structs
+the sinks encode in one C call per batch.
 """
 
 from __future__ import annotations
@@ -19,12 +21,28 @@ from datetime import datetime
 from typing import Iterable
 
 from bp_core.consumer.documents import AnomalyDocument, ArchiveRecord, KafkaPosition, SourcePosition
+from bp_core.fhir import alerts
+from bp_core.fhir.ids import reading_key
 from bp_core.fhir.parse import parse_common_form, parse_payload_generic
-from bp_core.reading import Reading
+from bp_core.reading import Reading, future_reason
 from bp_core.rules import Thresholds
 from bp_core.scoring import DETECTED_BY, ScoredBatch, score_readings
 
 EMPTY_MESSAGE = "empty message (null value)"
+
+
+@dataclass(slots=True)
+class Correction:
+    """A reading that withdraws (``entered-in-error``) or replaces (``amended``,
+    ``corrected``) an earlier one with the same key; ``routed`` is what the new one became
+    (None for a retraction), ``held`` whether the patient state held the earlier one."""
+
+    key: str
+    reading: Reading
+    record: object          # its Kafka record
+    entry: int              # its index inside the message
+    routed: str | None      # 'anomaly', 'normal' or None
+    held: bool = False
 
 
 @dataclass(slots=True)
@@ -33,16 +51,16 @@ class BatchOutcome:
 
     messages: int = 0
     readings: int = 0
+    anomaly_keys: list[str] = field(default_factory=list)          # their Elasticsearch _ids
     anomaly_documents: list[AnomalyDocument] = field(default_factory=list)
-    anomaly_records: list = field(default_factory=list)           # their source records
+    anomaly_records: list = field(default_factory=list)            # their source records
     normals: dict[int, list[tuple[tuple[int, int], ArchiveRecord]]] = field(default_factory=dict)
     rejects: list[tuple[object, str]] = field(default_factory=list)  # (record, reason)
-    layers: dict[str, int] = field(default_factory=dict)           # anomalies by detecting layer(s)
-
-    @property
-    def anomaly_ids(self) -> list[str]:
-        """The anomalies' Observation ids, in order (their Elasticsearch ``_id``s)."""
-        return [document.observation_id for document in self.anomaly_documents]
+    layers: dict[str, int] = field(default_factory=dict)            # anomalies by detecting layer(s)
+    alerts: list[alerts.FhirMessage] = field(default_factory=list)   # RiskAssessments, Devices
+    corrections: list[Correction] = field(default_factory=list)
+    normal_keys: set[str] = field(default_factory=set)
+    model: tuple[str | None, str | None] = (None, None)              # who scored the anomalies
 
     @property
     def anomalies(self) -> int:
@@ -53,26 +71,17 @@ class BatchOutcome:
         return sum(len(lines) for lines in self.normals.values())
 
 
-def route_records(records: Iterable, thresholds: Thresholds, model, model_threshold: float,
-                  now: datetime) -> BatchOutcome:
-    """Parse, score and route a batch of Kafka records (anything with ``topic``,
-    ``partition``, ``offset``, ``key`` and ``value``).
+def parse_records(records: Iterable, now: datetime) -> tuple[int, list[Reading], list[tuple], list[tuple]]:
+    """Parse a batch: (messages, readings, their (record, entry) sources, rejects).
 
-    Args:
-        records: the batch, in the order its sinks should see it.
-        thresholds: the clinical anomaly thresholds.
-        model: the served model (``bp_core.model.serving.ServedModel``) or None.
-        model_threshold: probability at or above which the model flags an anomaly.
-        now: the batch's ``ingested_at`` / ``archived_at`` time.
-    Returns:
-        The batch's share for each sink. A message that holds several Observations (a
-        Bundle, NDJSON) goes to the dead-letter topic whole if any of them is rejected,
-        and its valid readings are routed as well (``kafka.entry`` tells them apart).
+    A message that holds several Observations (a Bundle, NDJSON) goes to the dead-letter
+    topic whole if any of them is rejected, and its valid readings are routed as well
+    (``kafka.entry`` tells them apart). A reading dated more than 24 h after ``now`` is
+    rejected as in the future.
     """
-    outcome = BatchOutcome()
     readings: list[Reading] = []
-    sources: list[tuple] = []  # per reading: (record, entry index inside its message)
-    rejects = outcome.rejects
+    sources: list[tuple] = []
+    rejects: list[tuple] = []
     messages = 0
     for record in records:
         messages += 1
@@ -82,48 +91,125 @@ def route_records(records: Iterable, thresholds: Thresholds, model, model_thresh
             continue
         reading = parse_common_form(value)
         if reading is not None:
-            readings.append(reading)
-            sources.append((record, 0))
+            late = future_reason(reading, now)
+            if late is None:
+                readings.append(reading)
+                sources.append((record, 0))
+            else:
+                rejects.append((record, f"{reading.observation_id}: {late}"))
             continue
         reasons = None
         for entry, result in enumerate(parse_payload_generic(value)):
-            if type(result) is Reading:
+            reason = future_reason(result, now) if type(result) is Reading else result.reason
+            if reason is None:
                 readings.append(result)
                 sources.append((record, entry))
             else:
                 reasons = reasons or []
-                reasons.append(f"{result.observation_id}: {result.reason}" if result.observation_id else result.reason)
+                reasons.append(f"{result.observation_id}: {reason}" if result.observation_id else reason)
         if reasons:
             rejects.append((record, "; ".join(reasons)))
-    outcome.messages = messages
-    outcome.readings = len(readings)
-
-    scored = score_readings(readings, thresholds, model, model_threshold)
-    _sort_into_sinks(outcome, scored, sources, model, now)
-    outcome.layers = scored.layer_counts()
-    return outcome
+    return messages, readings, sources, rejects
 
 
-def _sort_into_sinks(outcome: BatchOutcome, scored: ScoredBatch, sources: list[tuple], model,
-                     now: datetime) -> None:
-    model_name, model_version = (model.name, model.version) if model is not None else (None, None)
-    records, documents, normals = outcome.anomaly_records, outcome.anomaly_documents, outcome.normals
-    for reading, (record, entry), category, rule_hit, model_hit, probability, types in zip(
-            scored.readings, sources, scored.categories, scored.rule_anomaly, scored.model_anomaly,
-            scored.model_probability, scored.anomaly_types):
-        if rule_hit or model_hit:
-            records.append(record)
-            documents.append(AnomalyDocument(
-                reading.effective, reading.observation_id, reading.patient_id, reading.systolic_mm_hg,
-                reading.diastolic_mm_hg, category, types, rule_hit, model_hit, probability, model_name,
-                model_version, DETECTED_BY[rule_hit + 2 * model_hit], now, reading.status,
-                SourcePosition(record.topic, record.partition, record.offset)))
-        else:
-            partition, offset = record.partition, record.offset
-            lines = normals.get(partition)
-            if lines is None:
-                lines = normals[partition] = []
-            lines.append(((offset, entry), ArchiveRecord(
-                reading.observation_id, reading.patient_id, reading.effective, reading.systolic_mm_hg,
-                reading.diastolic_mm_hg, category, probability, model_name, model_version, now,
-                KafkaPosition(partition, offset, entry))))
+class BatchRouter:
+    """Routes batches for one consumer: its thresholds, and who assessed (cached Devices)."""
+
+    def __init__(self, thresholds: Thresholds, model_threshold: float, *, alerts_topic: str | None = None,
+                 baseline_deltas: tuple[float, float] | None = None) -> None:
+        self.thresholds = thresholds
+        self.model_threshold = model_threshold
+        self.alerts_topic = alerts_topic     # None: no alerts
+        self.alerts_on = bool(alerts_topic)
+        self._rules = alerts.rules_assessor(thresholds, baseline_systolic_delta=baseline_deltas and baseline_deltas[0],
+                                            baseline_diastolic_delta=baseline_deltas and baseline_deltas[1])
+        self._models: dict[tuple[str, str], alerts.Assessor] = {}
+        self._published: set[str] = set()   # Device ids sent by this process (a restart sends them again)
+
+    def assessor(self, model) -> alerts.Assessor:
+        """Who assesses with ``model`` (None: the rules alone)."""
+        if model is None:
+            return self._rules
+        assessor = self._models.get((model.name, model.version))
+        if assessor is None:
+            assessor = self._models[model.name, model.version] = alerts.model_assessor(model.name, model.version)
+        return assessor
+
+    def assessor_of(self, model_name: str | None, model_version: str | None) -> alerts.Assessor:
+        """Who assessed a stored anomaly (its document's model name and version)."""
+        if model_name is None or model_version is None:
+            return self._rules
+        return self.assessor(_Named(model_name, model_version))
+
+    def route(self, records: Iterable, model, now: datetime) -> BatchOutcome:
+        """Parse, score and route a batch of Kafka records (anything with ``topic``,
+        ``partition``, ``offset``, ``key`` and ``value``), in the order its sinks see it.
+
+        Args:
+            records: the batch.
+            model: the served model (``bp_core.model.serving.ServedModel``) or None.
+            now: the batch's consumption time (``ingested_at``, ``archived_at``).
+        """
+        outcome = BatchOutcome()
+        outcome.messages, parsed, parsed_sources, outcome.rejects = parse_records(records, now)
+        readings, sources = [], []
+        for reading, source in zip(parsed, parsed_sources):
+            if reading.retracts:
+                outcome.corrections.append(Correction(reading_key(reading), reading, source[0], source[1], None))
+            else:
+                readings.append(reading)
+                sources.append(source)
+        outcome.readings = len(parsed)
+        scored = score_readings(readings, self.thresholds, model, self.model_threshold)
+        self._sort_into_sinks(outcome, scored, sources, model, now)
+        outcome.layers = scored.layer_counts()
+        return outcome
+
+    def _sort_into_sinks(self, outcome: BatchOutcome, scored: ScoredBatch, sources: list[tuple], model,
+                         now: datetime) -> None:
+        model_name, model_version = outcome.model = (model.name, model.version) if model is not None else (None, None)
+        assessor = self.assessor(model)
+        if self.alerts_on and scored.readings and assessor.device_id not in self._published:
+            outcome.alerts.append(assessor.device)  # before its first RiskAssessment
+            self._published.add(assessor.device_id)
+        keys, records, documents = outcome.anomaly_keys, outcome.anomaly_records, outcome.anomaly_documents
+        normals, corrections, out_alerts = outcome.normals, outcome.corrections, outcome.alerts
+        alerts_on, risk_assessment = self.alerts_on, alerts.risk_assessment
+        for reading, (record, entry), category, rule_hit, model_hit, probability, types in zip(
+                scored.readings, sources, scored.categories, scored.rule_anomaly, scored.model_anomaly,
+                scored.model_probability, scored.anomaly_types):
+            key = reading_key(reading)
+            if rule_hit or model_hit:
+                keys.append(key)
+                records.append(record)
+                documents.append(AnomalyDocument(
+                    reading.effective, reading.observation_id, reading.patient_id, reading.systolic_mm_hg,
+                    reading.diastolic_mm_hg, category, types, rule_hit, model_hit, probability, model_name,
+                    model_version, DETECTED_BY[rule_hit + 2 * model_hit], now, reading.status,
+                    SourcePosition(record.topic, record.partition, record.offset), reading.device_id,
+                    reading.device_model))
+                if alerts_on:
+                    out_alerts.append(risk_assessment(
+                        reading, category=category, anomaly_types=types, rule_anomaly=rule_hit,
+                        model_anomaly=model_hit, probability=probability, assessor=assessor, key=key))
+                routed = "anomaly"
+            else:
+                partition, offset = record.partition, record.offset
+                lines = normals.get(partition)
+                if lines is None:
+                    lines = normals[partition] = []
+                lines.append(((offset, entry), ArchiveRecord(
+                    reading.observation_id, reading.patient_id, reading.effective, reading.systolic_mm_hg,
+                    reading.diastolic_mm_hg, category, probability, model_name, model_version, now,
+                    KafkaPosition(partition, offset, entry), reading.status, reading.device_id,
+                    reading.device_model)))
+                outcome.normal_keys.add(key)
+                routed = "normal"
+            if reading.status != "final" and reading.amends:
+                corrections.append(Correction(key, reading, record, entry, routed))
+
+
+@dataclass(frozen=True, slots=True)
+class _Named:
+    name: str
+    version: str

@@ -39,6 +39,8 @@ class AnomalyDocument(msgspec.Struct, gc=False):
     ingested_at: datetime
     status: str
     source: SourcePosition
+    device_id: str | None
+    device_model: str | None
 
 
 class KafkaPosition(msgspec.Struct, gc=False):
@@ -61,5 +63,22 @@ class ArchiveRecord(msgspec.Struct, gc=False):
     model_probability: float | None
     model_name: str | None
     model_version: str | None
+    archived_at: datetime
+    kafka: KafkaPosition
+    status: str
+    device_id: str | None
+    device_model: str | None
+
+
+class SupersededRecord(msgspec.Struct, gc=False, tag="superseded", tag_field="record"):
+    """An archive line that voids the earlier line(s) of a reading: it was entered in
+    error (``status`` ``entered-in-error``), or amended into an anomaly (now in
+    Elasticsearch). A reader keeps, per ``reading_key``, only what follows the last one."""
+
+    reading_key: str
+    observation_id: str
+    patient_id: str
+    status: str
+    reason: str
     archived_at: datetime
     kafka: KafkaPosition

@@ -28,20 +28,19 @@ from itertools import chain
 import orjson
 
 from bp_core import clients
-from bp_core.consumer.batch import route_records
+from bp_core.consumer.batch import BatchRouter
 from bp_core.consumer.checkpoint import Checkpoint
 from bp_core.consumer.idle import IdleExit
 from bp_core.consumer.metrics import ConsumerMetrics
 from bp_core.consumer.stats import ConsumerStats, account, lag_from_broker, update_lag
-from bp_core.consumer.writer import BatchWriter, PreparedBatch, hand_over, reject
+from bp_core.consumer.writer import BatchWriter, PreparedBatch, Sinks, hand_over
 from bp_core.crashpoints import crash_point
 from bp_core.dead_letters.ledger import DeadLetterLedger, DeadLetterReader
 from bp_core.errors import BPError, SinkUnavailable
 from bp_core.rules import Thresholds
 from bp_core.settings import Settings
-from bp_core.sinks.archive import ArchiveBatch, ArchiveSink
-from bp_core.sinks.dlq import DeadLetterSink
-from bp_core.sinks.elasticsearch import ElasticsearchSink, error_reason, refused_for_good
+from bp_core.sinks.archive import ArchiveSink
+from bp_core.sinks.elasticsearch import error_reason, refused_for_good
 from bp_core.sinks.es_template import ensure_index_template
 
 log = logging.getLogger("bp_core.consumer")
@@ -95,7 +94,8 @@ class ConsumerService:
                  model_provider=None) -> None:
         self.settings = settings
         self.options = options
-        self.thresholds = Thresholds.from_settings(settings)
+        self.router = BatchRouter(Thresholds.from_settings(settings), settings.model_threshold,
+                                  alerts_topic=settings.alerts_topic or None)
         self.stats = ConsumerStats()
         self.metrics = ConsumerMetrics()
         self.checkpoint: Checkpoint | None = None   # the parts below are built in _connect
@@ -109,6 +109,7 @@ class ConsumerService:
         self._exit_code = 0
         self._seen_partitions: set = set()
         self._consumer = self._producer = self._es = self._dlq_reader = self._archive = None
+        self._alerts_producer = self.sinks = None
         self._ledger = DeadLetterLedger()
 
     # ------------------------------------------------------------------ lifecycle
@@ -160,8 +161,16 @@ class ConsumerService:
             self._dlq_reader.end()  # connects now, not inside the first batch
         except Exception as exc:  # not fatal: the first batch asks again, and waits for an answer
             log.warning("could not read the dead-letter topic's end yet: %s: %s", type(exc).__name__, exc)
+        if self.router.alerts_on:
+            from bp_core.provisioning import ensure_topic
+
+            ensure_topic(settings, settings.alerts_topic, partitions=len(self._consumer.partitions_for_topic(
+                settings.topic) or ()) or 1)
+            self._alerts_producer = clients.fast_producer(settings, "bp-consumer-alerts")
+        self.sinks = Sinks(self._es, settings.es_index, self._producer, settings.dlq_topic, self._ledger,
+                           self._dlq_reader, self._alerts_producer, settings.alerts_topic or None)
         self._archive = ArchiveSink(settings.archive_dir, settings.topic)
-        self.writer = BatchWriter(self._archive)
+        self.writer = BatchWriter(self._archive, self.router)
         self.checkpoint = Checkpoint(self._consumer, self._ledger, self._dlq_reader)
         self.idle = IdleExit(self._consumer, settings.topic, self.options.exit_when_idle,
                              self.checkpoint.group_positions)
@@ -204,6 +213,7 @@ class ConsumerService:
                        lambda: self._consumer and self._consumer.close(autocommit=False),
                        lambda: self._dlq_reader and self._dlq_reader.close(),
                        lambda: self._producer and self._producer.close(timeout=10),
+                       lambda: self._alerts_producer and self._alerts_producer.flush(10),
                        lambda: self._es and self._es.close()):
             try:
                 closer()
@@ -272,23 +282,9 @@ class ConsumerService:
         """Parse, score and route one polled batch into its own sink buffers (no I/O)."""
         if self.stats.first_batch_at is None:
             self.stats.first_batch_at = time.monotonic()
-        outcome = route_records(chain.from_iterable(batch.values()), self.thresholds,
-                                self._model_provider.current, self.settings.model_threshold,
-                                datetime.now(timezone.utc))
-        prepared = PreparedBatch(
-            offsets={tp: records[-1].offset + 1 for tp, records in batch.items()},
-            first_offsets={tp: records[0].offset for tp, records in batch.items()},
-            es=ElasticsearchSink(self._es, self.settings.es_index),
-            archive=ArchiveBatch(outcome.normals),
-            dlq=DeadLetterSink(self._producer, self.settings.dlq_topic, ledger=self._ledger,
-                               reader=self._dlq_reader),
-            messages=outcome.messages, readings=outcome.readings, anomalies=outcome.anomalies,
-            normals=outcome.normal_count, rejected=len(outcome.rejects), by_layer=outcome.layers,
-        )
-        prepared.es.extend(outcome.anomaly_ids, outcome.anomaly_documents, outcome.anomaly_records)
-        for record, reason in outcome.rejects:
-            reject(prepared.dlq, record, reason)
-        return prepared
+        now = datetime.now(timezone.utc)
+        outcome = self.router.route(chain.from_iterable(batch.values()), self._model_provider.current, now)
+        return self.sinks.batch(batch, outcome, now)
 
     # ------------------------------------------------------------------ complete, retry, drop
 

@@ -32,6 +32,7 @@ class ConsumerStats:
     wait_s: float = 0.0
     index_s: float = 0.0
     archive_s: float = 0.0
+    alerts_s: float = 0.0
     dlq_s: float = 0.0
 
     def line(self, until: float | None = None) -> str:
@@ -46,7 +47,8 @@ class ConsumerStats:
     def times(self) -> str:
         """Where the time went, on one line (seconds)."""
         return (f"poll={self.poll_s:.2f}s prepare={self.prepare_s:.2f}s wait={self.wait_s:.2f}s "
-                f"elasticsearch={self.index_s:.2f}s archive={self.archive_s:.2f}s dlq={self.dlq_s:.2f}s")
+                f"elasticsearch={self.index_s:.2f}s archive={self.archive_s:.2f}s alerts={self.alerts_s:.2f}s "
+                f"dlq={self.dlq_s:.2f}s")
 
 
 def account(stats: ConsumerStats, metrics: ConsumerMetrics, batch) -> None:
@@ -59,9 +61,11 @@ def account(stats: ConsumerStats, metrics: ConsumerMetrics, batch) -> None:
     stats.dlq_already_held += batch.dlq.already_held
     stats.batches += 1
     stats.last_batch_at = time.monotonic()
-    stats.index_s += batch.sink_seconds[0]
-    stats.archive_s += batch.sink_seconds[1]
-    stats.dlq_s += batch.sink_seconds[2]
+    seconds = batch.sink_seconds
+    stats.index_s += seconds.get("elasticsearch", 0.0)
+    stats.archive_s += seconds.get("archive", 0.0)
+    stats.alerts_s += seconds.get("alerts", 0.0)
+    stats.dlq_s += seconds.get("dlq", 0.0)
     metrics.messages.inc(batch.messages)
     metrics.valid.inc(batch.readings)
     metrics.rejected.labels("parse").inc(batch.rejected)

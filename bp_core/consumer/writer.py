@@ -1,10 +1,11 @@
 """A prepared batch and the writer that makes it durable in every sink.
 
-``BatchWriter.write`` flushes Elasticsearch and, on a thread of its own meanwhile, the
-archive (fsync); then the dead-letter topic (acknowledged), which also receives what
-Elasticsearch refused. Each sink resends only what it lacks, so a write retried after
-a failure writes nothing twice. ``submit`` runs it on the writer thread, so the next
-batch is prepared while this one is written.
+``BatchWriter.write`` first resolves the batch's corrections (``corrections.resolve``),
+then flushes Elasticsearch and, on a thread of its own meanwhile, the archive (fsync)
+and the alerts topic (acknowledged); then the dead-letter topic (acknowledged), which
+also receives what Elasticsearch refused. Each sink resends only what it lacks, so a
+write retried after a failure writes nothing twice. ``submit`` runs it on the writer
+thread, so the next batch is prepared while this one is written.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from bp_core.consumer import corrections
 from bp_core.sinks.archive import ArchiveBatch, ArchiveSink
 from bp_core.sinks.dlq import DeadLetterSink
 from bp_core.sinks.elasticsearch import ElasticsearchSink
+from bp_core.sinks.kafka_records import KafkaRecordSink
 
 log = logging.getLogger("bp_core.consumer")
 
@@ -30,6 +33,8 @@ class PreparedBatch:
     es: ElasticsearchSink | None
     archive: ArchiveBatch | None
     dlq: DeadLetterSink
+    alerts: KafkaRecordSink | None = None
+    now: object = None                 # the batch's consumption time
     messages: int = 0
     readings: int = 0
     anomalies: int = 0
@@ -38,9 +43,52 @@ class PreparedBatch:
     by_layer: dict = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
     index_rejects: int = 0
-    sink_seconds: list = field(default_factory=lambda: [0.0, 0.0, 0.0])  # ES, archive, DLQ
+    sink_seconds: dict = field(default_factory=dict)  # sink -> seconds of the write that succeeded
+    # Corrections (bp_core.consumer.corrections) and what they need from the batch:
+    corrections: list = field(default_factory=list)
+    corrections_resolved: bool = False
+    anomaly_keys: list = field(default_factory=list)
+    model: tuple = (None, None)        # (name, version) of the model that scored it
+    normal_keys: set = field(default_factory=set)
     revoked: bool = False              # its partitions were revoked while it was written
     future: Future | None = None       # set by ``BatchWriter.submit``
+
+
+@dataclass
+class Sinks:
+    """The clients every batch's sink buffers write through."""
+
+    es: object                         # elasticsearch.Elasticsearch
+    es_index: str
+    dlq_producer: object               # kafka-python KafkaProducer
+    dlq_topic: str
+    ledger: object                     # bp_core.dead_letters.ledger.DeadLetterLedger
+    dlq_reader: object
+    alerts_producer: object | None     # confluent_kafka.Producer, None: no alerts
+    alerts_topic: str | None
+
+    def batch(self, polled: dict, outcome, now) -> PreparedBatch:
+        """A prepared batch of a poll (``{TopicPartition: records}``) and its routed outcome
+        (``bp_core.consumer.batch.BatchOutcome``), its sink buffers filled."""
+        prepared = PreparedBatch(
+            offsets={tp: records[-1].offset + 1 for tp, records in polled.items()},
+            first_offsets={tp: records[0].offset for tp, records in polled.items()},
+            es=ElasticsearchSink(self.es, self.es_index),
+            archive=ArchiveBatch(outcome.normals),
+            dlq=DeadLetterSink(self.dlq_producer, self.dlq_topic, ledger=self.ledger, reader=self.dlq_reader),
+            alerts=KafkaRecordSink(self.alerts_producer, "alerts") if self.alerts_producer is not None else None,
+            now=now, messages=outcome.messages, readings=outcome.readings, anomalies=outcome.anomalies,
+            normals=outcome.normal_count, rejected=len(outcome.rejects), by_layer=outcome.layers,
+            corrections=outcome.corrections, anomaly_keys=outcome.anomaly_keys, model=outcome.model,
+            normal_keys=outcome.normal_keys,
+        )
+        prepared.es.extend(outcome.anomaly_keys, outcome.anomaly_documents, outcome.anomaly_records)
+        if prepared.alerts is not None:
+            for message in outcome.alerts:
+                prepared.alerts.add(self.alerts_topic, message.key, message.value)
+        for record, reason in outcome.rejects:
+            prepared.dlq.reject(record, reason)
+        return prepared
 
 
 def hand_over(batch: PreparedBatch, *, write_timeout_s: float, settle_timeout_s: float) -> tuple[bool, bool]:
@@ -62,17 +110,13 @@ def hand_over(batch: PreparedBatch, *, write_timeout_s: float, settle_timeout_s:
     return written, batch.future.done() and batch.dlq.settle_in_flight(settle_timeout_s)
 
 
-def reject(dlq: DeadLetterSink, record, reason: str, stage: str = "parse") -> None:
-    """Buffer a Kafka record for the dead-letter topic, with why and where from."""
-    dlq.add(key=record.key, value=record.value, reason=reason, stage=stage,
-            source_topic=record.topic, partition=record.partition, offset=record.offset)
-
-
 class BatchWriter:
-    """Writes prepared batches, one at a time, on a writer thread."""
+    """Writes prepared batches, one at a time, on a writer thread; ``router`` names who
+    assessed a corrected anomaly."""
 
-    def __init__(self, archive: ArchiveSink) -> None:
+    def __init__(self, archive: ArchiveSink, router) -> None:
         self.archive = archive
+        self.router = router
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bp-sink-writer")
         self._archiver = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bp-archive-writer")
 
@@ -90,27 +134,32 @@ class BatchWriter:
                 only what is missing.
         """
         started = time.monotonic()
-        archiving = self._archiver.submit(self._write_archive, batch.archive)
+        corrections.resolve(batch, self.router, batch.now)
+        side = self._archiver.submit(self._write_side, batch)
         try:
             rejected = batch.es.flush()
         except BaseException:
-            archiving.exception()  # waits: no archive write may outlive this attempt
+            side.exception()  # waits: no archive write may outlive this attempt
             raise
         indexed = time.monotonic()
-        archive_seconds = archiving.result()
+        seconds = side.result()
         for document in rejected:
-            reject(batch.dlq, document.key, document.reason, stage="index")
+            batch.dlq.reject(document.key, document.reason, stage="index")
             batch.index_rejects += 1
         written = time.monotonic()
         batch.dlq.flush()
-        batch.sink_seconds = [indexed - started, archive_seconds, time.monotonic() - written]
+        batch.sink_seconds = {"elasticsearch": indexed - started, **seconds, "dlq": time.monotonic() - written}
 
     def close(self) -> None:
         """Wait for the write in progress, if any, and stop the threads."""
         self._writer.shutdown(wait=True)
         self._archiver.shutdown(wait=True)
 
-    def _write_archive(self, batch: ArchiveBatch) -> float:
+    def _write_side(self, batch: PreparedBatch) -> dict:
+        """The archive, then the alerts topic: what is written while Elasticsearch indexes."""
         started = time.monotonic()
-        self.archive.write(batch)
-        return time.monotonic() - started
+        self.archive.write(batch.archive)
+        archived = time.monotonic()
+        if batch.alerts is not None and len(batch.alerts):
+            batch.alerts.flush()
+        return {"archive": archived - started, "alerts": time.monotonic() - archived}

@@ -54,6 +54,12 @@ class DeadLetterSink:
             value = b""
         self._pending.append((key, value, headers, DeadLetterEntry(partition, offset, stage, reason_bytes)))
 
+    def reject(self, record, reason: str, stage: str = "parse") -> None:
+        """Buffer a Kafka record (``key``, ``value``, ``topic``, ``partition``, ``offset``)
+        with why it is rejected."""
+        self.add(key=record.key, value=record.value, reason=reason, stage=stage,
+                 source_topic=record.topic, partition=record.partition, offset=record.offset)
+
     def flush(self) -> int:
         """Send everything buffered and wait for acks; returns how many were acknowledged.
 

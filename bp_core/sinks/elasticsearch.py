@@ -1,7 +1,8 @@
 """The anomaly sink: bulk-indexes one document per anomalous Observation.
 
-``_id`` is the Observation id, so the same input always maps to the same document and a
-replay overwrites instead of duplicating. Documents are buffered as they are (typed
+``_id`` is the reading's key (``bp_core.fhir.ids.reading_key``: subject and Observation
+id), so the same input always maps to the same document and a replay overwrites instead
+of duplicating; a correction deletes it by the same key. Documents are buffered as they are (typed
 structs or dicts) and the whole bulk body is encoded at flush time by one ``msgspec``
 call, in C; the response is trimmed with ``filter_path`` to the per-item status and
 error: a Python consumer spends its time on (de)serialisation, not on the network.
@@ -53,10 +54,14 @@ def document_id(observation_id: str) -> str:
 
 
 def bulk_body(doc_ids: list[str], documents: list) -> bytes:
-    """The NDJSON body of a bulk request indexing each document under its ``_id``."""
+    """The NDJSON body of a bulk request indexing each document under its ``_id``
+    (a ``None`` document deletes the one under that ``_id``)."""
     operations: list = []
     for doc_id, document in zip(doc_ids, documents):
-        operations += ({"index": {"_id": doc_id}}, document)
+        if document is None:
+            operations.append({"delete": {"_id": doc_id}})
+        else:
+            operations += ({"index": {"_id": doc_id}}, document)
     return _ENCODER.encode_lines(operations)
 
 
@@ -85,6 +90,13 @@ class ElasticsearchSink:
         self._ids += [document_id(doc_id) for doc_id in doc_ids]
         self._keys += keys
         self._documents += documents
+
+    def delete(self, doc_id: str) -> None:
+        """Buffer the deletion of a document (after what is buffered before it); deleting
+        one that does not exist is no error."""
+        self._ids.append(document_id(doc_id))
+        self._keys.append(None)
+        self._documents.append(None)
 
     def flush(self) -> list[RejectedDocument]:
         """Index every buffered document; returns those refused for good.
@@ -118,8 +130,8 @@ class ElasticsearchSink:
         for i, item in enumerate(response["items"]):
             outcome = next(iter(item.values()))
             status = outcome.get("status", 500)
-            if status < 300:
-                continue
+            if status < 300 or (status == 404 and self._documents[i] is None):
+                continue  # written, or deleted (or already gone)
             if not refused_for_good(status):
                 retry.append(i)
             else:
@@ -137,7 +149,10 @@ class ElasticsearchSink:
         self._ids, self._keys, self._documents = [], [], []
         for i, doc_id in enumerate(ids):
             try:
-                self.es.index(index=self.index, id=doc_id, document=msgspec.to_builtins(documents[i]))
+                if documents[i] is None:
+                    self.es.options(ignore_status=404).delete(index=self.index, id=doc_id)
+                else:
+                    self.es.index(index=self.index, id=doc_id, document=msgspec.to_builtins(documents[i]))
             except Exception as exc:
                 if refused_for_good(getattr(exc, "status_code", None)):
                     self._rejected.append(RejectedDocument(keys[i], f"elasticsearch refused document {doc_id}: {error_reason(exc)}"))

@@ -30,6 +30,8 @@ ANOMALY_FIELDS: dict[str, dict] = {
             "offset": {"type": "long"},
         }
     },
+    "device_id": {"type": "keyword"},              # the Observation's measuring device
+    "device_model": {"type": "keyword"},           # its model: the device fleet
 }
 
 
@@ -64,6 +66,8 @@ def ensure_index_template(es, index: str, *, replicas: int = 0, wait: str = "30s
     es.indices.put_index_template(name=index, **index_template(index, replicas=replicas))
     if not es.indices.exists(index=index):
         es.options(ignore_status=400).indices.create(index=index)  # 400: created meanwhile
+    else:  # made by an earlier version: add the fields it lacks (a changed type is refused)
+        es.indices.put_mapping(index=index, properties=ANOMALY_FIELDS)
     wait_until_searchable(es, index, wait)
 
 

@@ -77,6 +77,7 @@ def bp_env(settings, **extra) -> dict:
     env = dict(os.environ)
     env.update({
         "BP_KAFKA_BOOTSTRAP": settings.kafka_bootstrap, "BP_TOPIC": settings.topic,
+        "BP_ALERTS_TOPIC": settings.alerts_topic, "BP_PATIENTS_TOPIC": settings.patients_topic,
         "BP_ES_URL": settings.es_url, "BP_ES_INDEX": settings.es_index,
         "BP_ARCHIVE_DIR": str(settings.archive_dir), "BP_DATA_DIR": str(settings.data_dir),
         "BP_CONSUMER_GROUP": settings.consumer_group, "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,

@@ -59,6 +59,8 @@ def demo_env(stack, kafka_admin, es, tmp_path):
         "BP_KAFKA_BOOTSTRAP": stack.kafka_bootstrap,
         "BP_ES_URL": stack.es_url,
         "BP_TOPIC": topic,
+        "BP_ALERTS_TOPIC": f"{topic}.alerts",
+        "BP_PATIENTS_TOPIC": f"{topic}.patients",
         "BP_ES_INDEX": index,
         "BP_CONSUMER_GROUP": unique("bp-demo-test-group"),
         "BP_DATA_DIR": str(tmp_path / "data"),

@@ -2,7 +2,7 @@
 
 Kibana cannot run here, so each panel is checked through its Elasticsearch equivalent
 (``bp_core.kibana.panel_queries``): the documents are built the way the consumer builds
-them (FHIR payloads through ``route_records``, written by ``ElasticsearchSink`` into an
+them (FHIR payloads through ``BatchRouter.route``, written by ``ElasticsearchSink`` into an
 index created from the strict template), and each panel's numbers must match what was
 indexed.
 """
@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from bp_core import kibana, rules
-from bp_core.consumer.batch import route_records
+from bp_core.consumer.batch import BatchRouter
 from bp_core.fhir.build import observation_bytes
 from bp_core.rules import Thresholds
 from bp_core.sinks.elasticsearch import ElasticsearchSink
@@ -85,15 +85,15 @@ def indexed(es, es_index) -> list[dict]:
     """Index the demo anomalies the consumer's way; returns the documents inside the 7 days."""
     ensure_index_template(es, es_index)
     thresholds = Thresholds()
-    rules_only = route_records([record(i, *row) for i, row in enumerate(RULES_ONLY)], thresholds, None, 0.5, NOW)
+    router = BatchRouter(thresholds, 0.5)
+    rules_only = router.route([record(i, *row) for i, row in enumerate(RULES_ONLY)], None, NOW)
     model = FixedProbabilities([row[5] for row in WITH_MODEL])
     model.name, model.version = "bp-anomaly-classifier", "3"
-    with_model = route_records([record(100 + i, *row[:5]) for i, row in enumerate(WITH_MODEL)], thresholds,
-                               model, 0.5, NOW)
+    with_model = router.route([record(100 + i, *row[:5]) for i, row in enumerate(WITH_MODEL)], model, NOW)
     sink = ElasticsearchSink(es, es_index)
     documents = []
     for outcome in (rules_only, with_model):
-        sink.extend(outcome.anomaly_ids, outcome.anomaly_documents, outcome.anomaly_records)
+        sink.extend(outcome.anomaly_keys, outcome.anomaly_documents, outcome.anomaly_records)
         documents += [msgspec.json.decode(msgspec.json.encode(doc)) for doc in outcome.anomaly_documents]  # as ES sees them
     assert sink.flush() == []
     es.indices.refresh(index=es_index)

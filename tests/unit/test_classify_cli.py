@@ -120,3 +120,15 @@ def test_installed_command(args, expected_code):
         assert completed.stderr == "bp classify: error: cannot read /nonexistent/file.json: No such file or directory\n"
     else:
         assert all("source" in orjson.loads(line) for line in completed.stdout.splitlines())
+
+
+def test_a_retraction_is_reported_not_scored(tmp_path, capsys):
+    retraction = {"resourceType": "Observation", "id": "x1", "status": "entered-in-error",
+                  "code": {"coding": [{"system": "http://loinc.org", "code": "85354-9"}]},
+                  "subject": {"reference": "Patient/p1"}}
+    path = tmp_path / "retraction.json"
+    path.write_bytes(orjson.dumps(retraction))
+    code, records, _ = run_classify(capsys, str(path))
+    assert code == 0
+    assert records == [{"id": "x1", "patient": "p1", "status": "entered-in-error",
+                        "retracts": "Patient/p1/Observation/x1", "source": str(path)}]

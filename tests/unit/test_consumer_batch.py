@@ -12,7 +12,7 @@ import numpy as np
 import orjson
 import pytest
 
-from bp_core.consumer.batch import EMPTY_MESSAGE, route_records
+from bp_core.consumer.batch import EMPTY_MESSAGE, BatchRouter
 from bp_core.consumer.documents import AnomalyDocument, ArchiveRecord, SourcePosition
 from bp_core.scoring import score_readings
 from bp_core.fhir.build import observation_bytes
@@ -50,6 +50,15 @@ def fixed_model(*probabilities: float) -> ServedModel:
                        predict_proba=lambda features: np.asarray(probabilities[:len(features)]))
 
 
+def route(batch, model=None, *, alerts_topic=None):
+    return BatchRouter(Thresholds(), 0.5, alerts_topic=alerts_topic).route(batch, model, NOW)
+
+
+def key(i: int) -> str:
+    """The reading key (Elasticsearch ``_id``) of ``observation(i, ...)``."""
+    return f"Patient/pat-{i % 3}/Observation/obs-{i}"
+
+
 def as_es_sees_it(document) -> dict:
     return orjson.loads(msgspec.json.encode(document))
 
@@ -57,7 +66,7 @@ def as_es_sees_it(document) -> dict:
 def test_anomaly_document_fields_are_the_index_templates():
     fields = set(as_es_sees_it(AnomalyDocument(EFFECTIVE, "o", "p", 150.0, 95.0, "hypertension_stage_2", (), True,
                                                False, None, None, None, ("rules",), NOW, "final",
-                                               SourcePosition("t", 0, 1))))
+                                               SourcePosition("t", 0, 1), None, None)))
     assert fields == set(ANOMALY_FIELDS)
     assert set(msgspec.structs.fields(SourcePosition)[i].encode_name for i in range(3)) == set(
         ANOMALY_FIELDS["source"]["properties"])
@@ -66,9 +75,9 @@ def test_anomaly_document_fields_are_the_index_templates():
 def test_mixed_batch_lands_in_the_right_share():
     batch = records(observation(0, 118, 76), observation(1, 165, 100), None, b"{not json",
                     observation(4, 85, 55), observation(5, 122, 78))
-    outcome = route_records(batch, Thresholds(), None, 0.5, NOW)
+    outcome = route(batch, None)
     assert (outcome.messages, outcome.readings, outcome.anomalies, outcome.normal_count) == (6, 4, 2, 2)
-    assert outcome.anomaly_ids == ["obs-1", "obs-4"]
+    assert outcome.anomaly_keys == [key(1), key(4)]
     assert [record.offset for record in outcome.anomaly_records] == [1, 4]
     assert [(record.offset, reason) for record, reason in outcome.rejects][0] == (2, EMPTY_MESSAGE)
     assert outcome.rejects[1][0].offset == 3 and outcome.rejects[1][1].startswith("not JSON")
@@ -77,19 +86,19 @@ def test_mixed_batch_lands_in_the_right_share():
 
 
 def test_anomaly_document_as_indexed():
-    [document] = route_records(records(observation(1, 185, 125)), Thresholds(), None, 0.5, NOW).anomaly_documents
+    [document] = route(records(observation(1, 185, 125)), None).anomaly_documents
     assert as_es_sees_it(document) == {
         "@timestamp": "2026-03-01T08:30:00Z", "observation_id": "obs-1", "patient_id": "pat-1",
         "systolic": 185.0, "diastolic": 125.0, "category": "hypertensive_crisis",
         "anomaly_types": ["systolic_high", "diastolic_high"], "rule_anomaly": True, "model_anomaly": False,
         "model_probability": None, "model_name": None, "model_version": None, "detected_by": ["rules"],
         "ingested_at": "2026-03-01T12:00:00Z", "status": "final",
-        "source": {"topic": "blood-pressure", "partition": 0, "offset": 0},
+        "source": {"topic": "blood-pressure", "partition": 0, "offset": 0}, "device_id": None, "device_model": None,
     }
 
 
 def test_archive_record_as_written():
-    outcome = route_records(records(observation(7, 118, 76), partition=2), Thresholds(), fixed_model(0.1), 0.5, NOW)
+    outcome = route(records(observation(7, 118, 76), partition=2), fixed_model(0.1))
     [(position, record)] = outcome.normals[2]
     assert position == (0, 0)
     assert isinstance(record, ArchiveRecord)
@@ -97,13 +106,14 @@ def test_archive_record_as_written():
         "observation_id": "obs-7", "patient_id": "pat-1", "effective": "2026-03-01T08:30:00Z",
         "systolic": 118.0, "diastolic": 76.0, "category": "normal", "model_probability": 0.1,
         "model_name": "bp-anomaly-classifier", "model_version": "4", "archived_at": "2026-03-01T12:00:00Z",
-        "kafka": {"partition": 2, "offset": 0, "entry": 0},
+        "kafka": {"partition": 2, "offset": 0, "entry": 0}, "status": "final", "device_id": None,
+        "device_model": None,
     }
 
 
 def test_model_and_rules_layers():
     batch = records(observation(0, 135, 85), observation(1, 182, 110), observation(2, 95, 58), observation(3, 120, 78))
-    outcome = route_records(batch, Thresholds(), fixed_model(0.83, 0.97, 0.42, 0.05), 0.5, NOW)
+    outcome = route(batch, fixed_model(0.83, 0.97, 0.42, 0.05))
     assert [list(d.detected_by) for d in outcome.anomaly_documents] == [["model"], ["rules", "model"], ["rules"]]
     assert outcome.layers == {"model": 1, "rules+model": 1, "rules": 1}
     assert [d.model_version for d in outcome.anomaly_documents] == ["4"] * 3
@@ -117,17 +127,17 @@ def test_bundle_entries_keep_their_index_and_a_bad_one_sends_the_message_to_the_
         {"resource": {**orjson.loads(observation(1, 165, 100)), "status": "cancelled"}},
         {"resource": orjson.loads(observation(2, 170, 100))},
     ]}
-    outcome = route_records(records(orjson.dumps(bundle)), Thresholds(), None, 0.5, NOW)
+    outcome = route(records(orjson.dumps(bundle)), None)
     assert [position for position, _ in outcome.normals[0]] == [(0, 0)]
-    assert outcome.anomaly_ids == ["obs-2"]
+    assert outcome.anomaly_keys == [key(2)]
     [(record, reason)] = outcome.rejects
     assert reason == "obs-1: status is 'cancelled': not a usable result"
 
 
 def test_bulk_body_pairs_each_document_with_its_id():
-    outcome = route_records(records(observation(1, 165, 100), observation(2, 85, 55)), Thresholds(), None, 0.5, NOW)
-    lines = bulk_body(outcome.anomaly_ids, outcome.anomaly_documents).splitlines()
-    assert [orjson.loads(line) for line in lines[::2]] == [{"index": {"_id": "obs-1"}}, {"index": {"_id": "obs-2"}}]
+    outcome = route(records(observation(1, 165, 100), observation(2, 85, 55)), None)
+    lines = bulk_body(outcome.anomaly_keys, outcome.anomaly_documents).splitlines()
+    assert [orjson.loads(line) for line in lines[::2]] == [{"index": {"_id": key(1)}}, {"index": {"_id": key(2)}}]
     assert [orjson.loads(line)["observation_id"] for line in lines[1::2]] == ["obs-1", "obs-2"]
 
 
@@ -189,3 +199,45 @@ def test_fast_path_checks_utf8_in_the_fields_it_skips():
     assert parse_payload(payload)[0].reason.startswith("not UTF-8")
     assert parse_common_form(memoryview(observation(1, 165, 100))) is None  # left to the full validator
     assert parse_payload(memoryview(observation(1, 165, 100)))[0].observation_id == "obs-1"
+
+
+def with_fields(i: int, systolic: int, diastolic: int, **fields) -> bytes:
+    return orjson.dumps({**orjson.loads(observation(i, systolic, diastolic)), **fields})
+
+
+def test_a_reading_dated_more_than_a_day_ahead_is_rejected_as_in_the_future():
+    ahead = with_fields(1, 118, 76, effectiveDateTime="2026-03-02T12:00:01+00:00")  # NOW + 24 h + 1 s
+    tomorrow = with_fields(2, 118, 76, effectiveDateTime="2026-03-02T12:00:00+00:00")  # NOW + 24 h: accepted
+    outcome = route(records(ahead, tomorrow))
+    [(record, reason)] = outcome.rejects
+    assert record.offset == 0 and "effective time in the future" in reason
+    assert outcome.normal_count == 1
+
+
+def test_each_anomaly_gets_a_risk_assessment_and_the_assessor_its_device_once():
+    router = BatchRouter(Thresholds(), 0.5, alerts_topic="alerts")
+    model = fixed_model(0.9, 0.1)
+    first = router.route(records(observation(1, 165, 100), observation(2, 118, 76)), model, NOW)
+    assert [m.resource_type for m in first.alerts] == ["Device", "RiskAssessment"]
+    assert first.alerts[1].key == b"pat-1"
+    again = router.route(records(observation(1, 165, 100)), fixed_model(0.9), NOW)
+    assert [m.resource_type for m in again.alerts] == ["RiskAssessment"]  # the Device went out already
+    assert again.alerts[0].id == first.alerts[1].id, "a replay republishes the same resource"
+    assert route(records(observation(1, 165, 100))).alerts == []  # no alerts topic: no alerts
+
+
+def test_retractions_are_set_apart_and_amendments_noted_for_the_writer():
+    retraction = with_fields(1, 165, 100, status="entered-in-error")
+    amendment = with_fields(2, 118, 76, status="amended")
+    outcome = route(records(retraction, amendment, observation(3, 170, 100)))
+    assert outcome.anomaly_keys == [key(3)] and outcome.normal_keys == {key(2)}
+    assert [(c.key, c.routed) for c in outcome.corrections] == [(key(1), None), (key(2), "normal")]
+
+
+def test_documents_name_the_measuring_device():
+    device = {"reference": "Device/cuff-c-000042", "display": "cuff model C"}
+    outcome = route(records(with_fields(1, 165, 100, device=device), with_fields(2, 118, 76, device=device)))
+    assert (outcome.anomaly_documents[0].device_id, outcome.anomaly_documents[0].device_model) == \
+        ("cuff-c-000042", "cuff model C")
+    [(_, line)] = outcome.normals[0]
+    assert line.device_model == "cuff model C"
