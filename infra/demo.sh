@@ -136,7 +136,9 @@ else
 fi
 dag_run "bp_generate_data ($PATIENTS patients, $READINGS readings)" bp_generate_data \
   "{\"patients\": $PATIENTS, \"readings\": $READINGS}"
-dag_run "bp_train_model" bp_train_model "{\"data_path\": \"$BP_DATA_DIR/training/$TODAY\"}"
+# JSON built by Python: the data folder's path may hold quotes or backslashes.
+TRAIN_CONF="$("$PY" -c 'import json, sys; print(json.dumps({"data_path": sys.argv[1]}))' "$BP_DATA_DIR/training/$TODAY")"
+dag_run "bp_train_model" bp_train_model "$TRAIN_CONF"
 CHALLENGER="$("$PY" "$ROOT/infra/demo.py" challenger 2>"$LOGS/challenger.log")" \
   || fail "cannot read the challenger from MLflow: $(tail -1 "$LOGS/challenger.log"); see $LOGS/challenger.log"
 dag_run "bp_promote_model (challenger v$CHALLENGER)" bp_promote_model "{\"holdout_readings\": $HOLDOUT}"

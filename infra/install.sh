@@ -7,6 +7,9 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 VENV="${BP_VENV:-$ROOT/.venv}"
 STAMP="$VENV/.bp-installed"
+case "$VENV" in  # Python's venv refuses it: ':' separates PATH entries
+  *:*) echo "[install] error: Python cannot create a virtual environment in a folder whose path holds ':' ($VENV); clone elsewhere" >&2; exit 1 ;;
+esac
 PYTHON="${PYTHON:-}"
 
 want="$(cat requirements.lock pyproject.toml | sha256sum | cut -d' ' -f1)"

@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -267,12 +268,23 @@ def test_mlflow_server_command():
     assert "5000" in " ".join(mlflow["ports"])
 
 
-def test_consumer_service():
+def test_consumer_service_runs_the_slim_image(docker_compose, env_file):
     consumer = raw(AIRFLOW_FILE)["services"]["bp-consumer"]
+    assert consumer["build"]["dockerfile"] == "infra/consumer/Dockerfile"
+    assert consumer["image"].startswith("${BP_CONSUMER_IMAGE:-bp-monitor/consumer:")
     assert consumer["entrypoint"] == ["bp"]
     assert consumer["command"][:3] == ["consume", "--metrics-port", "9108"]
     assert consumer["restart"] == "unless-stopped"
     assert consumer["depends_on"]["mlflow"]["condition"] == "service_healthy"
+    assert "curl" not in consumer["healthcheck"]["test"]  # python:3.11-slim has none
+    rendered = yaml.safe_load(compose_config(docker_compose, AIRFLOW_FILE, env_file).stdout)["services"]
+    env = rendered["bp-consumer"]["environment"]
+    assert env["MLFLOW_TRACKING_URI"] == "http://mlflow:5000" and env["BP_KAFKA_BOOTSTRAP"] == "kafka:29092"
+    # The data volume the Airflow tasks share, mounted where the consumer's settings point.
+    mounts = dict(volume.split(":")[:2] for volume in rendered["bp-consumer"]["volumes"])
+    assert mounts["bp-data"] == env["BP_DATA_DIR"] and env["BP_ARCHIVE_DIR"].startswith(env["BP_DATA_DIR"] + "/")
+    airflow_mounts = dict(volume.split(":")[:2] for volume in rendered["airflow-scheduler"]["volumes"])
+    assert airflow_mounts["bp-data"] == rendered["airflow-scheduler"]["environment"]["BP_DATA_DIR"]
 
 
 def test_airflow_file_joins_the_external_network():
@@ -280,8 +292,64 @@ def test_airflow_file_joins_the_external_network():
     assert network == {"name": NETWORK, "external": True}
 
 
-def test_dockerfile_pins_airflow_on_the_install_line():
-    dockerfile = (REPO / "infra" / "airflow" / "Dockerfile").read_text()
-    assert re.search(r"^ARG AIRFLOW_IMAGE=apache/airflow:3\.3\.2\b", dockerfile, re.M)
-    install = next(line for line in dockerfile.splitlines() if "pip install" in line)
-    assert '"apache-airflow==3.3.2"' in install
+# ------------------------------------------------------------------------ the images
+
+PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
+LOCK = dict(line.strip().split("==") for line in (REPO / "requirements.lock").read_text().splitlines() if "==" in line)
+
+
+def normalized(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def pin(requirement: str) -> tuple[str, str]:
+    name, version = re.fullmatch(r"([A-Za-z0-9_.\-]+)==(\S+)", requirement).groups()
+    return normalized(name), version
+
+
+def pip_installs(dockerfile: Path) -> list[str]:
+    return [line for line in dockerfile.read_text().splitlines() if re.match(r"RUN .*\bpip install\b", line)]
+
+
+def test_dependency_groups():
+    """The base set is the consumer's runtime (the slim image); Airflow and the full MLflow
+    come with the airflow extra; every requirement is pinned at the lock's version."""
+    base = dict(map(pin, PYPROJECT["project"]["dependencies"]))
+    extras = {name: dict(map(pin, requirements)) for name, requirements in PYPROJECT["project"]["optional-dependencies"].items()}
+    assert set(extras) == {"airflow", "dev"}
+    assert {"kafka-python", "elasticsearch", "scikit-learn", "skops", "numpy", "msgspec", "orjson",
+            "prometheus-client", "mlflow-skinny"} <= set(base)
+    assert not {"apache-airflow", "mlflow", "faker", "pyarrow", "fhir-resources", "pytest"} & set(base)
+    assert {"apache-airflow", "mlflow"} <= set(extras["airflow"])
+    lock = {normalized(name): version for name, version in LOCK.items()}
+    for name, version in [*base.items(), *(item for group in extras.values() for item in group.items())]:
+        assert lock.get(name) == version, f"{name}=={version} in pyproject.toml, {lock.get(name)} in requirements.lock"
+
+
+def test_consumer_image_is_slim_and_pinned_by_the_lock():
+    dockerfile = REPO / "infra" / "consumer" / "Dockerfile"
+    text = dockerfile.read_text()
+    assert re.search(r"^ARG PYTHON_IMAGE=python:3\.11-slim\b", text, re.M)
+    assert re.search(r"^FROM \$\{PYTHON_IMAGE\}$", text, re.M)
+    users = re.findall(r"^USER (\S+)$", text, re.M)
+    assert users and users[-1] not in ("root", "0"), "the consumer must not run as root"
+    installs = pip_installs(dockerfile)
+    product = [line for line in installs if line.rstrip().endswith(" .")]
+    assert len(product) == 1 and "-c requirements.lock" in product[0], installs
+    assert not re.search(r"\.\[", text), "the slim image installs the base set, no extra"
+    # Only pinned build tools besides: pip never picks an unpinned version.
+    for line in installs:
+        if line not in product:
+            assert all("==" in arg for arg in re.findall(r'"([^"]+)"', line)), line
+    assert "requirements.lock" in re.search(r"^COPY (.*)$", text, re.M).group(1)
+    assert "!requirements.lock" in (REPO / "infra" / "consumer" / "Dockerfile.dockerignore").read_text()
+
+
+def test_airflow_image_is_pinned_by_the_lock_with_airflow_on_the_install_line():
+    dockerfile = REPO / "infra" / "airflow" / "Dockerfile"
+    assert re.search(r"^ARG AIRFLOW_IMAGE=apache/airflow:3\.3\.2-python3\.11$", dockerfile.read_text(), re.M)
+    (install,) = pip_installs(dockerfile)
+    assert "-c /opt/bp-monitor/requirements.lock" in install
+    assert '"apache-airflow==3.3.2"' in install and '"/opt/bp-monitor[airflow]"' in install
+    assert "!requirements.lock" in (REPO / "infra" / "airflow" / "Dockerfile.dockerignore").read_text()
+    assert "!requirements.lock" in (REPO / ".dockerignore").read_text()
