@@ -33,6 +33,10 @@ COMMANDS = {
 }
 
 
+# Packages of the ``airflow`` extra (pyproject.toml): absent from the slim consumer image.
+_AIRFLOW_EXTRA = {"airflow", "mlflow", "faker", "pyarrow", "matplotlib"}
+
+
 class OneLineParser(argparse.ArgumentParser):
     """An ArgumentParser whose errors are one line on stderr and exit status 2."""
 
@@ -96,6 +100,13 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"bp {args.command}: error: {exc}", file=sys.stderr)
         return 1
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.split(".")[0] in _AIRFLOW_EXTRA:
+            # The consumer image holds what `bp consume` needs, not the tools around it.
+            print(f"bp {args.command}: error: needs the {exc.name.split('.')[0]} package: "
+                  f"install bp-monitor[airflow] (pip install -c requirements.lock '.[airflow]')", file=sys.stderr)
+            return 1
+        raise
     except KeyboardInterrupt:
         print(f"bp {args.command}: interrupted", file=sys.stderr)
         return 130
