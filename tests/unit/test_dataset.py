@@ -71,9 +71,14 @@ def test_cli_generate(tmp_path, capsys):
                  "--start", "2024-02-01T00:00:00"]) == 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["start"].startswith("2024-02-01") and manifest["readings"] == 200
+    assert manifest["scenario"] == "baseline"
+    assert main(["generate", "--patients", "10", "--readings", "200", "--out", str(tmp_path / "older"),
+                 "--scenario", "older-cohort"]) == 0
+    assert read_manifest(tmp_path / "older")["scenario"] == "older-cohort"
 
 
-@pytest.mark.parametrize("argv", [["--readings", "0"], ["--patients", "-3"], ["--start", "yesterday"]])
+@pytest.mark.parametrize("argv", [["--readings", "0"], ["--patients", "-3"], ["--start", "yesterday"],
+                                  ["--scenario", "moon"]])
 def test_cli_generate_bad_args(tmp_path, capsys, argv):
     code = _exit_code(["generate", "--out", str(tmp_path / "x"), *argv])
     err = capsys.readouterr().err.strip()
