@@ -305,7 +305,7 @@ def _truncated_normal(rng: np.random.Generator, mean: np.ndarray, sd: float,
 
 
 def _draw_ages(rng: np.random.Generator, n: int, weights: np.ndarray = _AGE_WEIGHTS) -> np.ndarray:
-    bins = rng.choice(len(weights), size=n, p=weights / weights.sum())
+    bins = rng.choice(len(weights), size=n, p=weights)
     return rng.integers(_AGE_EDGES[bins], _AGE_EDGES[bins + 1])
 
 
