@@ -345,7 +345,9 @@ def _send_all(producer, topic: str, blocks: Iterator[Block], tally: _Tally, mete
             error = publish(block.new_patients)
             if error is not None:
                 return error
-        # Only an endless stream without a rate reaches readings stamped after now.
+        # A reading stamped after now waits for its time. Only an endless stream without a
+        # rate gets there (a rated stream's block runs ahead of the clock, but each of its
+        # readings is due before the schedule sends it): the fast loop stays check-free.
         holds = bool(block.effective_ms.max() > wall() * 1000)
         if not (holds or rate is not None or deadline is not None or meter.stream is not None):
             for key, value in block.messages:
