@@ -1,7 +1,9 @@
 """What the bp-monitor DAGs share: their Assets, default arguments and small helpers.
 
 Kept import-light on purpose: it is read at every DAG parse, so it imports nothing from
-``bp_core`` beyond the settings object (inside functions) and nothing heavy.
+``bp_core`` beyond the settings object and the scenarios (inside functions) and nothing
+heavy. (DAG files read the scenario names, ``bp_core.simulation.scenarios``, a pure-Python
+module, at parse time for their params' enum.)
 """
 
 from __future__ import annotations
@@ -67,6 +69,24 @@ def choose_training_data(explicit, triggering_events, training_dir):
     if not partitions:
         raise FileNotFoundError(f"no training data set under {training_dir}: run bp_generate_data first")
     return partitions[-1]
+
+
+def world_scenario(params) -> str:
+    """The simulated world a task works in: its ``scenario`` param when set; else the
+    Airflow Variable ``bp_scenario``, read now (at run time, never at parse time); else
+    ``baseline``.
+
+    Raises:
+        ValueError: the Variable names no scenario (the message lists the valid ones).
+    """
+    from airflow.sdk import Variable
+
+    from bp_core.simulation.scenarios import BASELINE, get_scenario
+
+    name = (params or {}).get("scenario")
+    if name is None:
+        name = (Variable.get("bp_scenario", default=None) or "").strip()
+    return get_scenario(name or BASELINE).name
 
 
 def settings():

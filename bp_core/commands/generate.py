@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from bp_core.simulation.scenarios import BASELINE, SCENARIO_NAMES
+
 HELP = "simulate a cohort and write a labelled data set (readings.parquet, manifest.json)"
 
 
@@ -22,8 +24,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("--readings", type=_positive_int, default=100_000, help="readings to simulate (default 100000)")
     parser.add_argument("--seed", type=int, default=0, help="random seed: same seed, same data set (default 0)")
     parser.add_argument("--out", required=True, metavar="PATH", help="output directory")
-    parser.add_argument("--start", metavar="ISO", help="first reading time, ISO-8601 (default 2025-01-01T00:00Z; "
-                        "no offset means UTC)")
+    parser.add_argument("--start", metavar="ISO", help="first reading time, ISO-8601, no offset means UTC "
+                        "(default 2025-01-01T00:00Z, or ending at today's midnight UTC when that would "
+                        "reach the future)")
+    parser.add_argument("--scenario", choices=SCENARIO_NAMES, default=BASELINE,
+                        help="the simulated world (default baseline; see docs/simulation.md)")
     parser.add_argument("--fhir", action="store_true", help="also write observations.ndjson (FHIR Observations)")
 
 
@@ -57,10 +62,11 @@ def run(args, settings) -> int:
     began = time.perf_counter()
     try:
         out = generate_dataset(args.out, patients=args.patients, readings=args.readings, seed=args.seed,
-                               start=start, fhir=args.fhir)
+                               start=start, fhir=args.fhir, scenario=args.scenario)
     except OSError as exc:
         raise UsageError(f"cannot write --out {args.out}: {exc.strerror or exc}") from exc
     manifest = read_manifest(out)
-    print(f"wrote {manifest['readings']} readings of {manifest['patients']} patients to {out} "
+    print(f"wrote {manifest['readings']} readings of {manifest['patients']} patients ({manifest['scenario']}, "
+          f"{manifest['start']} to {manifest['end']}) to {out} "
           f"(label rate {manifest['label_rate']:.3f}, {time.perf_counter() - began:.1f} s)", file=sys.stderr)
     return 0

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-HELP = "create the Kafka topic and its DLQ, and the Elasticsearch index template (idempotent)"
+HELP = ("create the Kafka topics (readings, DLQ, alerts, compacted patients) and the Elasticsearch "
+        "index template (idempotent)")
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--partitions", type=int, default=3, help="partitions of the topic (default 3)")
+    parser.add_argument("--partitions", type=int, default=3,
+                        help="partitions of the readings topic when created (default 3); "
+                             "the alerts and patients topics get as many as it has")
     parser.add_argument("--kibana", metavar="URL", help="also import the Kibana saved objects into this Kibana")
 
 

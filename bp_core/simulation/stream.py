@@ -1,9 +1,16 @@
-"""Streaming simulated FHIR blood-pressure Observations into Kafka.
+"""Streaming simulated FHIR blood-pressure Observations, and their Patients, into Kafka.
 
 ``produce`` is the one entry point (``bp produce`` and Airflow's stream DAG call it):
 key = patient id (so a patient's readings stay ordered in one partition), value = the
 Observation as compact JSON. Payloads are built in vectorised blocks from the cohort
 and a pre-serialised template, so the loop is little more than ``producer.send``.
+
+Each patient is published as a FHIR ``Patient`` to the compacted patients topic (key =
+patient id) and acknowledged before its first Observation is sent, so a reader of both
+topics never meets a reading of a patient it cannot look up. Identities (names, birth
+dates) go to that topic only, never to a log line.
+
+Times: no reading is stamped after the moment it is sent (see ``stream_cohort``).
 
 Every send is accounted for: acknowledgements and failures are counted by the send
 futures' callbacks, and whatever the broker never answered is counted as failed.
@@ -11,6 +18,7 @@ futures' callbacks, and whatever the broker never answered is counted as failed.
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from collections.abc import Iterator
@@ -21,8 +29,12 @@ from typing import TYPE_CHECKING, Callable, TextIO
 from bp_core.errors import BrokerUnavailable
 
 if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+
     from bp_core.simulation.cohort import Cohort
     from bp_core.settings import Settings
+
+log = logging.getLogger("bp_core.producer")
 
 # Producer configuration shared with the benchmark's raw baseline.
 PRODUCER_CONFIG: dict = {
@@ -36,6 +48,7 @@ PRODUCER_CONFIG: dict = {
     "bootstrap_timeout_ms": 10_000,  # an unreachable broker fails construction after this
 }
 BLOCK_SIZE = 5_000                   # readings simulated and serialised per vectorised block
+DEFAULT_HISTORY = timedelta(days=7)  # an endless stream without a rate starts this long ago
 _FLUSH_TIMEOUT_S = 40.0              # > delivery timeout: every pending batch resolves first
 _MAX_BURST_S = 1.0                   # after a stall, catch up at most this much of the schedule
 _PROGRESS_EVERY_S = 0.5
@@ -43,13 +56,15 @@ _PROGRESS_EVERY_S = 0.5
 
 @dataclass(frozen=True)
 class ProduceSummary:
-    """What a ``produce`` run did: ``sent`` were acknowledged, ``failed`` were not."""
+    """What a ``produce`` run did: ``sent`` were acknowledged, ``failed`` were not;
+    ``patients`` Patient resources were published (and acknowledged) before them."""
 
     sent: int
     failed: int
     elapsed_s: float
     interrupted: bool = False
     first_error: str | None = None
+    patients: int = 0
 
     @property
     def rate_per_s(self) -> float:
@@ -59,7 +74,7 @@ class ProduceSummary:
     def line(self) -> str:
         """The one-line summary printed at the end of ``bp produce``."""
         text = (f"sent {self.sent}, failed {self.failed}, elapsed {self.elapsed_s:.2f} s, "
-                f"rate {self.rate_per_s:.0f} msg/s")
+                f"rate {self.rate_per_s:.0f} msg/s; {self.patients} patients published")
         if self.interrupted:
             text += " (interrupted)"
         if self.first_error:
@@ -67,45 +82,91 @@ class ProduceSummary:
         return text
 
 
-def stream_cohort(*, patients: int, seed: int, rate: float | None, start: datetime | None = None) -> Cohort:
-    """The cohort a run streams, its clock aligned with the wall clock.
+@dataclass(frozen=True)
+class Block:
+    """One vectorised block of the stream: its messages, their effective times, and the
+    cohort positions of the patients whose first reading of the stream it holds."""
 
-    With a ``rate``, each patient reads every ``patients / rate`` seconds, so simulated
-    time advances like real time from ``start`` (default: now); without one, readings
-    are the cohort's default 4 hours apart.
+    messages: list[tuple[bytes, bytes]]
+    effective_ms: np.ndarray
+    new_patients: list[int]
+
+
+def stream_cohort(*, patients: int, seed: int, rate: float | None, count: int | None = None,
+                  start: datetime | None = None, scenario: str = "baseline", now: datetime | None = None) -> Cohort:
+    """The cohort a run streams, its clock tied to the wall clock: no reading is stamped
+    after the moment it is sent.
+
+    - With a ``rate`` (msg/s), each patient reads every ``patients / rate`` seconds and
+      the stream starts one such interval before ``now``: reading ``i``, sent about
+      ``i / rate`` seconds in, is stamped at most two intervals before it is sent.
+    - Without one, readings are the cohort's 4 hours apart. With a ``count`` they end at
+      ``now`` (the last slot closes then); without, they start ``DEFAULT_HISTORY``
+      before ``now`` and ``produce`` holds each later reading until its time comes.
+    - An explicit ``start`` is taken as given.
+
+    Raises:
+        ValueError: an unknown ``scenario``.
     """
-    from bp_core.simulation.cohort import DEFAULT_INTERVAL, Cohort
+    from bp_core.simulation.cohort import DEFAULT_INTERVAL, Cohort, history_start
 
-    start = start or datetime.now(timezone.utc).replace(microsecond=0)
+    now = (now or datetime.now(timezone.utc)).replace(microsecond=0)
     interval = timedelta(seconds=max(patients / rate, 0.001)) if rate else DEFAULT_INTERVAL
-    return Cohort(patients, seed, start, interval=interval)
+    if start is None:
+        if rate:
+            start = now - interval
+        elif count is not None:
+            start = history_start(now, count, patients, interval)
+        else:
+            start = now - DEFAULT_HISTORY
+    return Cohort(patients, seed, start, interval=interval, scenario=scenario)
 
 
-def iter_payloads(cohort: Cohort, *, first: int = 0, limit: int | None = None,
-                  block_size: int = BLOCK_SIZE) -> Iterator[tuple[bytes, bytes]]:
-    """(key, value) messages of readings ``first, first+1, ...``; endless when ``limit`` is None.
+def iter_blocks(cohort: Cohort, *, first: int = 0, limit: int | None = None,
+                block_size: int = BLOCK_SIZE) -> Iterator[Block]:
+    """The stream from reading ``first`` in ``Block``s; endless when ``limit`` is None.
 
     key = the patient id (UTF-8), value = the FHIR Observation (compact JSON).
     """
     import numpy as np
 
-    from bp_core.fhir.build import observation_bytes
+    from bp_core.fhir.build import device_fragment, observation_bytes
 
+    # Per patient, once: the key and the Observation's device member.
     keys = {pid: pid.encode() for pid in cohort.patient_ids}
+    devices: dict[str, bytes] = {}
+    n_patients = cohort.n_patients
     produced = 0
     while limit is None or produced < limit:
         n = block_size if limit is None else min(block_size, limit - produced)
-        table = cohort.readings_table(n, first=first + produced)
+        a = first + produced
+        table = cohort.readings_table(n, first=a)
         epoch_ms = table.column("effective").cast("int64").to_numpy()
         whole = bool((epoch_ms % 1000 == 0).all())
         effective = np.datetime_as_string(epoch_ms.astype("datetime64[ms]"), unit="s" if whole else "ms")
-        for obs_id, pid, eff, sys_, dia in zip(
+        messages = []
+        for obs_id, pid, eff, sys_, dia, device_id, model in zip(
                 table.column("observation_id").to_pylist(), table.column("patient_id").to_pylist(),
                 effective.tolist(), table.column("systolic_mm_hg").to_pylist(),
-                table.column("diastolic_mm_hg").to_pylist()):
-            yield keys[pid], observation_bytes(observation_id=obs_id, patient_id=pid, effective=eff + "+00:00",
-                                               systolic_mm_hg=sys_, diastolic_mm_hg=dia)
+                table.column("diastolic_mm_hg").to_pylist(), table.column("device_id").to_pylist(),
+                table.column("device_model").to_pylist()):
+            device = devices.get(pid)
+            if device is None:
+                device = devices[pid] = device_fragment(device_id, model)
+            messages.append((keys[pid], observation_bytes(observation_id=obs_id, patient_id=pid,
+                                                          effective=eff + "+00:00", systolic_mm_hg=sys_,
+                                                          diastolic_mm_hg=dia, device=device)))
+        # Reading i is patient i % n's: the stream's first n readings introduce every patient.
+        new_patients = [i % n_patients for i in range(a, min(a + n, first + n_patients))]
+        yield Block(messages, epoch_ms, new_patients)
         produced += n
+
+
+def iter_payloads(cohort: Cohort, *, first: int = 0, limit: int | None = None,
+                  block_size: int = BLOCK_SIZE) -> Iterator[tuple[bytes, bytes]]:
+    """(key, value) messages of readings ``first, first+1, ...``; endless when ``limit`` is None."""
+    for block in iter_blocks(cohort, first=first, limit=limit, block_size=block_size):
+        yield from block.messages
 
 
 def connect(settings: Settings, **overrides):
@@ -137,6 +198,31 @@ class _Tally:
             self.first_error = f"{type(exc).__name__}: {exc}"
 
 
+class _PatientPublisher:
+    """Publishes the cohort's Patients and waits for their acknowledgement."""
+
+    def __init__(self, producer, topic: str, cohort: Cohort) -> None:
+        self.producer, self.topic, self.cohort = producer, topic, cohort
+        self.published = 0
+
+    def __call__(self, positions: list[int]) -> str | None:
+        """Publish these patients; None once all are acknowledged, else the first error."""
+        from kafka.errors import KafkaError
+
+        from bp_core.fhir.build import patient_bytes
+
+        try:
+            futures = [self.producer.send(self.topic, key=patient.patient_id.encode(), value=patient_bytes(patient))
+                       for patient in self.cohort.patients_at(positions)]
+            for future in futures:
+                future.get(timeout=_FLUSH_TIMEOUT_S)
+        except KafkaError as exc:
+            return f"Patient resources to {self.topic}: {type(exc).__name__}: {exc}"
+        self.published += len(futures)
+        log.debug("%d patients published to %s", len(futures), self.topic)
+        return None
+
+
 class _Progress:
     """A ``\\r``-updated progress line, at most every half second."""
 
@@ -160,33 +246,49 @@ class _Progress:
 
 def produce(settings: Settings, *, count: int | None, rate: float | None = None, patients: int = 100,
             seed: int = 0, duration: float | None = None, progress: bool = False,
-            start: datetime | None = None, producer_factory: Callable | None = None) -> ProduceSummary:
+            start: datetime | None = None, scenario: str = "baseline",
+            producer_factory: Callable | None = None) -> ProduceSummary:
     """Stream simulated Observations to ``settings.topic`` and wait for their acknowledgement.
 
+    Each patient's ``Patient`` goes to ``settings.patients_topic`` (created compacted when
+    missing) and is acknowledged before the patient's first Observation is sent.
     Stops after ``count`` messages or ``duration`` seconds, whichever comes first; with
     neither, runs until interrupted. ``rate`` (msg/s) paces sends on an absolute schedule
-    (the long-run rate is exact, no drift); without it, sends as fast as possible.
+    (the long-run rate is exact, no drift); without it, sends as fast as possible, but
+    never a reading before its effective time (``stream_cohort``).
     Ctrl-C (KeyboardInterrupt) stops sending, then flushes and returns the summary.
 
     Args:
         progress: write a ``\\r`` progress line to stderr.
-        start: first simulated reading time (default: now).
+        start: first simulated reading time (default: see ``stream_cohort``).
+        scenario: the simulated world (``bp_core.simulation.scenarios``).
         producer_factory: builds the KafkaProducer (tests); default ``connect``.
     Raises:
-        UsageError: a non-positive count, rate, patients or duration.
-        BrokerUnavailable: Kafka is unreachable at start, or a send blocked past
-            ``max_block_ms`` (broker gone) — the summary is in the message.
+        UsageError: a non-positive count, rate, patients or duration, or an unknown scenario.
+        BrokerUnavailable: Kafka is unreachable at start, a send blocked past
+            ``max_block_ms`` (broker gone), or a Patient was not acknowledged — the
+            summary is in the message.
+        BPError: the patients topic cannot be created.
     """
-    _check_arguments(count=count, rate=rate, patients=patients, duration=duration)
+    from bp_core.provisioning import ensure_patients_topic
+
+    _check_arguments(count=count, rate=rate, patients=patients, duration=duration, scenario=scenario)
     producer = (producer_factory or connect)(settings)
-    cohort = stream_cohort(patients=patients, seed=seed, rate=rate, start=start)
     tally = _Tally()
+    try:
+        topic_line = ensure_patients_topic(settings)
+        (log.debug if topic_line.endswith(": exists") else log.info)("%s", topic_line)
+        cohort = stream_cohort(patients=patients, seed=seed, rate=rate, count=count, start=start, scenario=scenario)
+        publish = _PatientPublisher(producer, settings.patients_topic, cohort)
+    except BaseException:
+        producer.close(timeout=5)
+        raise
     meter = _Progress(sys.stderr if progress else None)
     interrupted, send_error = False, None
     began = time.perf_counter()
     try:
-        send_error = _send_all(producer, settings.topic, iter_payloads(cohort, limit=count), tally,
-                               meter, began=began, rate=rate, duration=duration)
+        send_error = _send_all(producer, settings.topic, iter_blocks(cohort, limit=count), tally,
+                               meter, began=began, rate=rate, duration=duration, publish=publish)
     except KeyboardInterrupt:
         interrupted = True
     finally:
@@ -197,38 +299,65 @@ def produce(settings: Settings, *, count: int | None, rate: float | None = None,
     # Unresolved futures count as failed, never as sent.
     failed = max(tally.attempted, tally.acked + tally.failed) - tally.acked
     summary = ProduceSummary(sent=tally.acked, failed=failed, elapsed_s=elapsed, interrupted=interrupted,
-                             first_error=tally.first_error or send_error)
+                             first_error=tally.first_error or send_error, patients=publish.published)
     if send_error is not None:
         raise BrokerUnavailable(f"Kafka at {settings.kafka_bootstrap} stopped accepting messages: "
                                 f"{send_error}; {summary.line()}")
     return summary
 
 
-def _check_arguments(*, count: int | None, rate: float | None, patients: int, duration: float | None) -> None:
+def _check_arguments(*, count: int | None, rate: float | None, patients: int, duration: float | None,
+                     scenario: str) -> None:
     from bp_core.errors import UsageError
+    from bp_core.simulation.scenarios import get_scenario
 
     for name, value in (("count", count), ("rate", rate), ("duration", duration)):
         if value is not None and value <= 0:
             raise UsageError(f"{name} must be positive, got {value}")
     if patients < 1:
         raise UsageError(f"patients must be at least 1, got {patients}")
+    try:
+        get_scenario(scenario)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
-def _send_all(producer, topic: str, payloads: Iterator[tuple[bytes, bytes]], tally: _Tally, meter: _Progress,
-              *, began: float, rate: float | None, duration: float | None) -> str | None:
-    """The hot loop; counts into ``tally``. Returns the send error that stopped it, if any."""
+def _send_all(producer, topic: str, blocks: Iterator[Block], tally: _Tally, meter: _Progress, *, began: float,
+              rate: float | None, duration: float | None, publish: Callable[[list[int]], str | None]) -> str | None:
+    """The hot loop; counts into ``tally``. Returns the error that stopped it, if any."""
     from kafka.errors import KafkaError
 
     send, ack, fail = producer.send, tally.ack, tally.fail
-    clock, sleep = time.perf_counter, time.sleep
+    clock, wall, sleep = time.perf_counter, time.time, time.sleep
     deadline = began + duration if duration else None
     schedule_origin = began
-    checks_time = rate is not None or deadline is not None or meter.stream is not None
-    for key, value in payloads:
-        if checks_time:
+    for block in blocks:
+        if block.new_patients:
+            error = publish(block.new_patients)
+            if error is not None:
+                return error
+        # A reading stamped after now waits for its time. Only an endless stream without a
+        # rate gets there (a rated stream's block runs ahead of the clock, but each of its
+        # readings is due before the schedule sends it): the fast loop stays check-free.
+        holds = bool(block.effective_ms.max() > wall() * 1000)
+        if not (holds or rate is not None or deadline is not None or meter.stream is not None):
+            for key, value in block.messages:
+                tally.attempted += 1
+                try:
+                    send(topic, value=value, key=key).add_callback(ack).add_errback(fail)
+                except KafkaError as exc:  # buffer full past max_block_ms, or metadata unavailable
+                    tally.fail(exc)
+                    return f"{type(exc).__name__}: {exc}"
+            continue
+        for position, (key, value) in enumerate(block.messages):
             now = clock()
+            if holds:
+                due = block.effective_ms[position] / 1000 - wall()
+                while due > 0 and (deadline is None or now < deadline):
+                    sleep(min(due, deadline - now) if deadline is not None else due)
+                    now, due = clock(), block.effective_ms[position] / 1000 - wall()
             if deadline is not None and now >= deadline:
-                break
+                return None
             if rate is not None:
                 # Absolute schedule: message i is due at origin + i/rate, so sleeps never drift.
                 due = schedule_origin + tally.attempted / rate
@@ -237,12 +366,12 @@ def _send_all(producer, topic: str, payloads: Iterator[tuple[bytes, bytes]], tal
                 elif now - due > _MAX_BURST_S:
                     schedule_origin = now - tally.attempted / rate
             meter.update(tally.attempted, began, now)
-        tally.attempted += 1
-        try:
-            send(topic, value=value, key=key).add_callback(ack).add_errback(fail)
-        except KafkaError as exc:  # buffer full past max_block_ms, or metadata unavailable
-            tally.fail(exc)
-            return f"{type(exc).__name__}: {exc}"
+            tally.attempted += 1
+            try:
+                send(topic, value=value, key=key).add_callback(ack).add_errback(fail)
+            except KafkaError as exc:  # buffer full past max_block_ms, or metadata unavailable
+                tally.fail(exc)
+                return f"{type(exc).__name__}: {exc}"
     return None
 
 

@@ -114,13 +114,14 @@ def test_generate_train_promote_reject_rollback(airflow_env):
     promote_conf = {"holdout_readings": 5000}
 
     # 1. A tiny data set: its model is poor, but anything beats no champion.
-    dags_test(env, "bp_generate_data", "2026-03-02", {"patients": 20, "readings": 400},
+    dags_test(env, "bp_generate_data", "2026-03-02", {"patients": 10, "readings": 400},
               label="bp_generate_data (tiny)")
     tiny = training / "2026-03-02"
     assert (tiny / "readings.parquet").is_file() and (tiny / "manifest.json").is_file()
     manifest = json.loads((tiny / "manifest.json").read_text())
     assert manifest["seed"] == 20260302, "the default seed derives from the run date"
-    assert manifest["start"].startswith("2026-03-02"), "the readings start on the run date"
+    assert manifest["end"].startswith("2026-03-01"), "the readings end at the run date: history"
+    assert manifest["scenario"] == "baseline", "no param, no Variable"
     tiny_bytes = (tiny / "readings.parquet").read_bytes()
     dags_test(env, "bp_train_model", "2026-03-02", label="bp_train_model (tiny -> v1)")
     client = mlflow_client(env)
@@ -142,7 +143,7 @@ def test_generate_train_promote_reject_rollback(airflow_env):
     assert alias_version(client, "previous-champion") == "1"
 
     # 3. Rerun the tiny date: the same partition is rewritten with the same content.
-    dags_test(env, "bp_generate_data", "2026-03-02", {"patients": 20, "readings": 400},
+    dags_test(env, "bp_generate_data", "2026-03-02", {"patients": 10, "readings": 400},
               label="bp_generate_data (tiny, rerun)")
     assert sorted(p.name for p in training.iterdir()) == ["2026-03-02", "2026-03-03"]
     assert (tiny / "readings.parquet").read_bytes() == tiny_bytes
@@ -167,12 +168,30 @@ def test_generate_train_promote_reject_rollback(airflow_env):
     assert alias_version(client, "champion") == "1"
 
 
-def test_stream_simulation_produces_to_kafka(airflow_env, settings, topic):
-    env = {**airflow_env, "BP_KAFKA_BOOTSTRAP": settings.kafka_bootstrap, "BP_TOPIC": topic}
-    dags_test(env, "bp_stream_simulation", "2026-03-02",
-              {"count": 200, "rate": 2000, "patients": 15, "seed": 7}, label="bp_stream_simulation (200 msgs)")
-    records = read_all(settings.kafka_bootstrap, topic)
+def test_generate_data_in_the_world_the_variable_names(airflow_env, tmp_path):
+    """No `scenario` param: the Airflow Variable bp_scenario (read when the task runs)."""
+    env = {**airflow_env, "BP_DATA_DIR": str(tmp_path / "data"), "AIRFLOW_VAR_BP_SCENARIO": "older-cohort"}
+    dags_test(env, "bp_generate_data", "2026-03-05", {"patients": 20, "readings": 400},
+              label="bp_generate_data (Variable: older-cohort)")
+    manifest = json.loads((tmp_path / "data" / "training" / "2026-03-05" / "manifest.json").read_text())
+    assert manifest["scenario"] == "older-cohort"
+
+
+def test_stream_simulation_produces_to_kafka(airflow_env, settings, topic, kafka_admin):
+    patients_topic = f"{topic}.patients"
+    env = {**airflow_env, "BP_KAFKA_BOOTSTRAP": settings.kafka_bootstrap, "BP_TOPIC": topic,
+           "BP_PATIENTS_TOPIC": patients_topic}
+    try:
+        dags_test(env, "bp_stream_simulation", "2026-03-02",
+                  {"count": 200, "rate": 2000, "patients": 20, "seed": 7, "scenario": "cuff-offset"},
+                  label="bp_stream_simulation (200 msgs, cuff-offset)")
+        records = read_all(settings.kafka_bootstrap, topic)
+        patients = read_all(settings.kafka_bootstrap, patients_topic)
+    finally:
+        kafka_admin.delete_topics([patients_topic])
     assert len(records) == 200
-    assert len({r.key for r in records}) <= 15
+    assert {r.key for r in records} == {p.key for p in patients} and len(patients) == 20
     first = json.loads(records[0].value)
     assert first["resourceType"] == "Observation"
+    fleets = {r.key: json.loads(r.value)["device"]["display"] for r in records}
+    assert sum(model == "HomeCheck Pro" for model in fleets.values()) == 4, "the offset fleet: 20 % of 20"

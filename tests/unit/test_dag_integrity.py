@@ -105,9 +105,9 @@ def test_schedules_and_assets(dagbag):
     assert dags["bp_train_model"]["outlets"] == ["bp_challenger_model"]
     assert dags["bp_promote_model"]["timetable"] == "AssetTriggeredTimetable"
     assert dags["bp_stream_simulation"]["timetable"] == "NullTimetable"
-    assert {"patients", "readings", "seed"} <= set(dags["bp_generate_data"]["params"])
+    assert {"patients", "readings", "seed", "scenario"} <= set(dags["bp_generate_data"]["params"])
     assert "margin" in dags["bp_promote_model"]["params"]
-    assert {"count", "rate", "patients", "seed"} <= set(dags["bp_stream_simulation"]["params"])
+    assert {"count", "rate", "patients", "seed", "scenario"} <= set(dags["bp_stream_simulation"]["params"])
 
 
 def _module_level_imports(path: Path) -> set[str]:
@@ -194,6 +194,37 @@ def test_shared_helpers(tmp_path):
     assert out["manual"] == "2026-03-07", "no data interval: run_after"
     assert out["plain"] == {"p": "/a", "nan": None, "n": [1, 2.5], "t": [True]}
     assert "run bp_generate_data first" in out["missing"]
+
+
+_WORLD = r"""
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import _bp_common as c
+
+out = {"param": c.world_scenario({"scenario": "older-cohort"}), "variable": c.world_scenario({"scenario": None}),
+       "no_param": c.world_scenario({})}
+try:
+    c.world_scenario({"scenario": "moon"})
+except ValueError as exc:
+    out["unknown"] = str(exc)
+print("@@" + json.dumps(out))
+"""
+
+
+@pytest.mark.parametrize("variable, expected", [(None, "baseline"), ("cuff-offset", "cuff-offset")])
+def test_world_scenario(tmp_path, variable, expected):
+    """The param wins; else the Variable bp_scenario (here from the environment); else baseline."""
+    env = airflow_env(tmp_path / "home")
+    env.pop("AIRFLOW_VAR_BP_SCENARIO", None)
+    if variable:
+        env["AIRFLOW_VAR_BP_SCENARIO"] = variable
+    proc = subprocess.run([sys.executable, "-c", _WORLD, str(DAGS)], env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(next(line for line in proc.stdout.splitlines() if line.startswith("@@"))[2:])
+    assert out["param"] == "older-cohort"
+    assert out["variable"] == out["no_param"] == expected
+    assert out["unknown"] == "unknown scenario 'moon': choose from baseline, cuff-offset, older-cohort"
 
 
 def test_plugin_adds_mlflow_and_kibana_links(tmp_path):

@@ -19,11 +19,19 @@ def _exit_code(argv):
         return exc.code
 
 
-@pytest.mark.parametrize("argv", [["--count", "-1"], ["--rate", "0"], ["--frobnicate"], ["--duration", "x"]])
+@pytest.mark.parametrize("argv", [["--count", "-1"], ["--rate", "0"], ["--frobnicate"], ["--duration", "x"],
+                                  ["--scenario", "moon"]])
 def test_bad_arguments_in_process(capsys, argv):
     assert _exit_code(["produce", *argv]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_bad_scenario_is_one_line_listing_the_valid_ones():
+    done = subprocess.run([BP, "produce", "--scenario", "moon"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    (line,) = done.stderr.strip().splitlines()
+    assert "--scenario" in line and all(name in line for name in ("baseline", "cuff-offset", "older-cohort"))
 
 
 def test_bad_argument_subprocess():
