@@ -4,6 +4,7 @@
     ├── UsageError               a bad command-line argument or setting
     ├── InvalidObservation       a message that is not a usable FHIR BP Observation
     ├── ModelUnavailable         no model can be served (none promoted, store unreachable)
+    ├── StateFormatError         a stored patient state this version cannot read
     └── SinkError                a sink could not make a batch durable
         └── SinkUnavailable      ...for a reason that may pass (server down, disk full)
 
@@ -33,6 +34,11 @@ class InvalidObservation(BPError):
 
 class ModelUnavailable(BPError):
     """No model can be served: none promoted yet, or the model store is unreachable."""
+
+
+class StateFormatError(BPError):
+    """A changelog value is not a patient state this version can read (other format
+    version, truncated or inconsistent)."""
 
 
 class SinkError(BPError):
