@@ -37,7 +37,7 @@ from typing import Callable
 
 import numpy as np
 
-from bp_core.features import FEATURE_NAMES, feature_names_for_width
+from bp_core.features import FEATURE_NAMES, feature_names_for_width, model_matrix
 from bp_core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -70,14 +70,19 @@ def served(name: str, version: str, estimator, feature_names: tuple[str, ...] | 
         matrix (no pyfunc, no DataFrame: the fast path).
     """
     estimator_proba = estimator.predict_proba
-
-    def predict_proba(features: np.ndarray) -> np.ndarray:
-        return estimator_proba(features)[:, 1]
-
     if feature_names is None:
         feature_names = feature_names_for_width(getattr(estimator, "n_features_in_", len(FEATURE_NAMES)))
-    return ServedModel(name=name, version=str(version), predict_proba=predict_proba,
-                       feature_names=tuple(feature_names))
+    feature_names = tuple(feature_names)
+    single_width = len(FEATURE_NAMES) if feature_names != FEATURE_NAMES else -1
+
+    def predict_proba(features: np.ndarray) -> np.ndarray:
+        if features.shape[1] == single_width:
+            # A caller that builds the single-reading matrix (``feature_matrix``) gets a
+            # context model's scores for readings without history rather than an error.
+            features = model_matrix(features[:, 0], features[:, 1], None, feature_names)
+        return estimator_proba(features)[:, 1]
+
+    return ServedModel(name=name, version=str(version), predict_proba=predict_proba, feature_names=feature_names)
 
 
 def registered_feature_names(client, name: str, version: str) -> tuple[str, ...] | None:
