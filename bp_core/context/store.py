@@ -239,18 +239,6 @@ class PatientState:
             position = records.find(digest, position + 1)
         return -1
 
-    def _drop_oldest(self) -> None:
-        effective, _, systolic, diastolic = _HEAD_OF_RECORD.unpack_from(self.records, 0)
-        self.sum_systolic -= systolic
-        self.sum_diastolic -= diastolic
-        self.count -= 1
-        if self.count:
-            self.first_effective, _, following, _ = _HEAD_OF_RECORD.unpack_from(self.records, _REC)
-            self.steps -= abs(following - systolic)
-        else:
-            self.steps = 0
-        del self.records[:_REC]
-
     def _remove(self, index: int) -> None:
         """Remove record ``index``, keeping the sums and the steps right."""
         rows = self.readings()
@@ -365,30 +353,50 @@ class PatientStore:
 
     def _append(self, state: PatientState, patient_id: str, observation_id: str, digest: bytes, effective: int,
                 s10: int, d10: int, changes: list[StatusChange]) -> bytes:
-        """Add a reading later than the patient's latest (the common case); return its record."""
-        if state.count:
+        """Add a reading later than the patient's latest (the common case); return its record.
+
+        Written for speed (locals, one ``del`` for the readings that leave the window):
+        it runs once per reading.
+        """
+        records = state.records
+        count = state.count
+        sum_s = state.sum_systolic
+        sum_d = state.sum_diastolic
+        if count:
             gap = (effective - state.last_effective) // 1000
+            steps = state.steps
+            first = state.first_effective
             cutoff = effective - WINDOW_MS
-            while state.count and (state.first_effective <= cutoff or state.count >= MAX_READINGS):
-                state._drop_oldest()
-            window = state.count
-            steps = state.steps + abs(s10 - state.last_systolic) if window else 0
+            dropped = 0
+            while count and (first <= cutoff or count >= MAX_READINGS):  # the oldest leaves the window
+                _, _, old_s, old_d = _HEAD_OF_RECORD.unpack_from(records, dropped)
+                sum_s -= old_s
+                sum_d -= old_d
+                count -= 1
+                dropped += _REC
+                if count:
+                    first, _, following, _ = _HEAD_OF_RECORD.unpack_from(records, dropped)
+                    steps -= abs(following - old_s)
+            if dropped:
+                del records[:dropped]
+            steps = steps + abs(s10 - state.last_systolic) if count else 0
+            state.first_effective = first if count else effective
         else:
-            gap, window, steps = _NO_PREVIOUS, 0, 0
-        record = _RECORD.pack(effective, digest, s10, d10, window, state.sum_systolic, state.sum_diastolic,
-                              steps, gap)
-        state.records += record
-        state.sum_systolic += s10
-        state.sum_diastolic += d10
-        state.steps = steps
-        if not window:
+            gap, steps = _NO_PREVIOUS, 0
             state.first_effective = effective
-        state.count = count = window + 1
+        record = _RECORD.pack(effective, digest, s10, d10, count, sum_s, sum_d, steps, gap)
+        records += record
+        count += 1
+        sum_s += s10
+        sum_d += d10
+        state.count = count
+        state.sum_systolic = sum_s
+        state.sum_diastolic = sum_d
+        state.steps = steps
         state.last_effective = effective
         state.last_systolic = s10
-        if (count >= SUSTAINED_MIN_READINGS and (state.sum_systolic >= _SUSTAINED_SYSTOLIC * count
-                                                 or state.sum_diastolic >= _SUSTAINED_DIASTOLIC * count)) \
-                is not state.in_episode:
+        if (count >= SUSTAINED_MIN_READINGS and (sum_s >= _SUSTAINED_SYSTOLIC * count
+                                                 or sum_d >= _SUSTAINED_DIASTOLIC * count)) is not state.in_episode:
             changes.append(self._status_changed(state, patient_id, observation_id, digest))
         return record
 
@@ -454,9 +462,9 @@ class PatientStore:
         state.count += 1
         state.sum_systolic += s10
         state.sum_diastolic += d10
-        if state.count > MAX_READINGS:
-            state._drop_oldest()
         state._refresh_ends()
+        if state.count > MAX_READINGS:
+            state._remove(0)
         return record
 
     # ------------------------------------------------------------------- status

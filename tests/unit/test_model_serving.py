@@ -124,5 +124,5 @@ def test_a_context_model_given_the_single_reading_matrix_scores_readings_without
     rng = np.random.default_rng(0)
     systolic, diastolic = rng.uniform(80, 200, 200), rng.uniform(50, 120, 200)
     matrix = model_matrix(systolic, diastolic, None, CONTEXT_MODEL_FEATURES)
-    model = served("m", "1", LogisticRegression().fit(matrix, systolic > 140), CONTEXT_MODEL_FEATURES)
+    model = served("m", "1", LogisticRegression(max_iter=5000).fit(matrix, systolic > 140), CONTEXT_MODEL_FEATURES)
     np.testing.assert_array_equal(model.predict_proba(feature_matrix(systolic, diastolic)), model.predict_proba(matrix))
