@@ -1,18 +1,19 @@
 """The synthetic cohort simulator: patients, their true blood pressure, noisy readings.
 
-Deterministic by seed: the same ``(n_patients, seed, start, interval)`` always gives the
-same patients and the same readings, reading by reading.
+Deterministic by seed: the same ``(n_patients, seed, start, interval, scenario)`` always
+gives the same patients and the same readings, reading by reading.
 
 Model of one reading (patient ``p``, its ``k``-th reading, at clock time ``t``)::
 
-    awake_level  = baseline(p) + day_effect(p, day(t))           # day-to-day variability
-    true_value   = awake_level * (1 - dip(p) * night(t))         # night-time dip
-    true_value   = episode(p, day(t), t) applied, if any         # rare crisis / hypotension
-    measured     = round(true_value + measurement_noise)         # what the cuff reports
-    label        = true_value crosses the clinical thresholds    # 140/90 high, 90/60 low
+    awake_level  = baseline(p) + day_effect(p, day(t)) + change(p, t)   # changes: see below
+    true_value   = awake_level * (1 - dip(p) * night(t))                 # night-time dip
+    true_value   = episode(p, day(t), t) applied, if any                 # rare crisis / hypotension
+    measured     = round(true_value + device_offset(p) + noise)          # what the cuff reports
+    label        = true_value crosses the clinical thresholds            # 140/90 high, 90/60 low
 
 So the label is about the *true* pressure, and a model trained on the measured values
-learns P(true anomaly | noisy measurement).
+learns P(true anomaly | noisy measurement). ``device_offset`` is zero except in the
+``cuff-offset`` scenario (``bp_core.simulation.scenarios``).
 
 Calibration (orders of magnitude, from the sources named):
 
@@ -42,11 +43,31 @@ Calibration (orders of magnitude, from the sources named):
   than clinical incidence so that a stream contains some, yet crisis readings stay
   well under 1 % of all readings (about 0.1 %).
 
-Randomness: patient attributes come from a seeded ``numpy.random.Generator`` and a
-seeded ``Faker``; reading-level draws use a counter-based hash (SplitMix64) of
-``(seed, stream, patient, day or reading index)``, so reading ``i`` is a pure function of
-``i``: chunked generation (the producer) equals one big frame, and all readings of a
-patient on one day share that day's effect and episode.
+Changes of the true level (``change(p, t)``; most patients have none in a month):
+
+- Starting an antihypertensive: a standard dose of any of the five main classes lowers
+  SBP/DBP by 9.1/5.5 mmHg, 1.0/1.1 mmHg more per 10 mmHg higher pretreatment pressure,
+  and classes add up (Law et al., BMJ 2003, 354 trials); half the maximum effect is
+  reached after about a week, approached asymptotically (Lasserson et al., Heart 2011).
+  Here 30 % of stage-2 patients (baseline ≥140 or ≥90) start on a day 2–30 after the
+  cohort's start, one drug (65 %) or two, individual response ×0.5–1.5, half-time
+  0.5–1.5 weeks; the change is "under way" for its first 28 days, the fall stays.
+- Intercurrent illness: NSAIDs raise mean pressure by ~5 mmHg (Johnson et al., Ann
+  Intern Med 1994), as pain does; dehydrating illness (vomiting, diarrhoea, fever)
+  lowers it, which is why "sick day" guidance pauses antihypertensives (Think Kidneys
+  position statement, 2018). Here 15 % of patients per 30 days, for 2–10 days,
+  ±8–25 mmHg systolic (diastolic 40–60 % of it), rises 55 %: larger and more frequent
+  than those averages, so that the 20/10 mmHg baseline deltas meet some.
+- Gradual drift: seasons (summer − winter −5.6/−3.3 mmHg, Stergiou et al., J Hypertens
+  2020), weight (~1 mmHg per kg, Neter et al., Hypertension 2003), treatment stopped.
+  Here 10 % of patients drift by ±5–12 mmHg systolic (half that diastolic) over 3–8
+  weeks starting in the first 30 days: faster than seasons, so weeks of data hold some.
+
+Randomness: patient attributes come from seeded ``numpy.random.Generator``s and a seeded
+``Faker``; reading-level draws use a counter-based hash (SplitMix64) of
+``(seed, stream, patient, day, period or reading index)``, so reading ``i`` is a pure
+function of ``i``: chunked generation (the producer) equals one big frame, and all
+readings of a patient on one day share that day's effect and episode.
 """
 
 from __future__ import annotations
@@ -59,6 +80,8 @@ from functools import cached_property
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from bp_core.simulation.scenarios import BASELINE, FLEET_BLOCK, FLEET_NAMES, FLEETS, get_scenario
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -74,6 +97,14 @@ EPISODES: tuple[str, ...] = (HYPERTENSIVE_CRISIS, HYPOTENSIVE_EPISODE)
 
 SEXES: tuple[str, ...] = ("female", "male")
 
+# Changes of the true level under way at a reading ("" when none); precedence in this order.
+ILLNESS_RISE = "illness_rise"
+ILLNESS_FALL = "illness_fall"
+ANTIHYPERTENSIVE_START = "antihypertensive_start"
+DRIFT_RISE = "drift_rise"
+DRIFT_FALL = "drift_fall"
+CHANGES: tuple[str, ...] = (ILLNESS_RISE, ILLNESS_FALL, ANTIHYPERTENSIVE_START, DRIFT_RISE, DRIFT_FALL)
+
 DEFAULT_START = datetime(2025, 1, 1, tzinfo=timezone.utc)
 DEFAULT_INTERVAL = timedelta(hours=4)
 
@@ -82,6 +113,7 @@ FRAME_COLUMNS: tuple[str, ...] = (
     "observation_id", "patient_id", "effective", "systolic_mm_hg", "diastolic_mm_hg",
     "true_systolic_mm_hg", "true_diastolic_mm_hg", "label", "true_category", "episode",
     "condition", "age", "sex",
+    "change", "change_systolic_mm_hg", "change_diastolic_mm_hg", "device_id", "device_model",
 )
 
 _DAY_MS = 86_400_000
@@ -109,6 +141,30 @@ _HYPO_EPISODE_PER_DAY = {NORMOTENSIVE: 0.002, HYPERTENSIVE: 0.002, HYPOTENSIVE: 
 _HYPO_EPISODE_PER_DAY_ELDERLY = 0.01   # orthostatic hypotension from 70
 _EPISODE_HOURS = (1.0, 6.0)
 
+# Changes of the true level (module doc). Days count from the cohort's start, except
+# illnesses, which fall in fixed 30-day periods of the calendar (like day effects).
+_TREAT_SHARE = 0.30                    # of stage-2 patients (baseline >=140 or >=90)
+_TREAT_START_DAYS = (2.0, 30.0)
+_TREAT_TWO_DRUGS = 0.35
+_TREAT_PER_DRUG = (9.1, 5.5)           # mmHg at the reference pretreatment pressure...
+_TREAT_PER_10_MM_HG = (1.0, 1.1)       # ...and this much more per 10 mmHg above it
+_TREAT_REFERENCE = (150.0, 90.0)
+_TREAT_RESPONSE = (0.5, 1.5)
+_TREAT_HALF_LIFE_DAYS = (3.5, 10.5)
+_TREAT_UNDER_WAY_DAYS = 28.0
+_DRIFT_SHARE = 0.10
+_DRIFT_START_DAYS = (0.0, 30.0)
+_DRIFT_DAYS = (21.0, 56.0)
+_DRIFT_SYSTOLIC = (5.0, 12.0)
+_DRIFT_DIASTOLIC_RATIO = 0.5
+_ILLNESS_PERIOD_DAYS = 30
+_ILLNESS_PER_PERIOD = 0.15
+_ILLNESS_DAYS = (2.0, 10.0)
+_ILLNESS_RISE_SHARE = 0.55
+_ILLNESS_SYSTOLIC = (8.0, 25.0)
+_ILLNESS_DIASTOLIC_RATIO = (0.4, 0.6)
+_ILLNESS_RAMP_DAYS = 0.5               # onset and recovery each take half a day
+
 # Device measuring range (mmHg): a cuff never reports outside it.
 _SYSTOLIC_RANGE = (50, 260)
 _DIASTOLIC_RANGE = (25, 160)
@@ -117,6 +173,8 @@ _DIASTOLIC_RANGE = (25, 160)
 _S_DAY_SYS, _S_DAY_DIA, _S_TIME, _S_NOISE_SYS, _S_NOISE_DIA = 1, 2, 3, 4, 5
 _S_EPISODE, _S_EP_START, _S_EP_LENGTH, _S_EP_SYS, _S_EP_DIA = 6, 7, 8, 9, 10
 _S_ID_HI, _S_ID_LO = 11, 12
+_S_ILLNESS, _S_ILL_START, _S_ILL_LENGTH, _S_ILL_RISE, _S_ILL_SYS, _S_ILL_DIA = 13, 14, 15, 16, 17, 18
+_S_FLEET, _S_DEVICE_HI, _S_DEVICE_LO = 19, 20, 21
 
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
@@ -135,6 +193,8 @@ class SimulatedPatient:
     condition: str
     baseline_systolic: float
     baseline_diastolic: float
+    device_id: str = ""
+    device_model: str = ""
 
 
 @dataclass
@@ -142,7 +202,8 @@ class SimulatedReading:
     """One reading: the measured (integer) values and the noise-free truth behind them.
 
     ``label`` is True when the *true* values cross the clinical thresholds;
-    ``episode`` names the acute episode in progress, or is None.
+    ``episode`` names the acute episode in progress, or is None; ``change`` the change
+    of the true level under way (``CHANGES``), or is None.
     """
 
     observation_id: str
@@ -155,6 +216,9 @@ class SimulatedReading:
     label: bool
     true_category: str
     episode: str | None
+    change: str | None = None
+    device_id: str = ""
+    device_model: str = ""
 
 
 # --- counter-based randomness ------------------------------------------------------
@@ -240,8 +304,8 @@ def _truncated_normal(rng: np.random.Generator, mean: np.ndarray, sd: float,
     return np.clip(values, low, high)
 
 
-def _draw_ages(rng: np.random.Generator, n: int) -> np.ndarray:
-    bins = rng.choice(len(_AGE_WEIGHTS), size=n, p=_AGE_WEIGHTS)
+def _draw_ages(rng: np.random.Generator, n: int, weights: np.ndarray = _AGE_WEIGHTS) -> np.ndarray:
+    bins = rng.choice(len(weights), size=n, p=weights / weights.sum())
     return rng.integers(_AGE_EDGES[bins], _AGE_EDGES[bins + 1])
 
 
@@ -313,6 +377,20 @@ def _night_weight(hour: np.ndarray) -> np.ndarray:
 
 # --- the cohort --------------------------------------------------------------------
 
+def history_start(end: datetime, readings: int, patients: int, interval: timedelta = DEFAULT_INTERVAL) -> datetime:
+    """The ``start`` at which ``readings`` readings of ``patients`` patients all fall before ``end``.
+
+    Patient readings interleave (see ``Cohort``), so they fill ``ceil(readings / patients)``
+    slots of ``interval``; the last slot closes at ``end``.
+
+    Raises:
+        ValueError: ``readings`` or ``patients`` is not positive.
+    """
+    if readings < 1 or patients < 1:
+        raise ValueError(f"readings and patients must be positive, got {readings} and {patients}")
+    return end - (-(-readings // patients)) * interval
+
+
 class Cohort:
     """A deterministic synthetic cohort and its stream of readings.
 
@@ -321,12 +399,20 @@ class Cohort:
     ``[start + k*interval, start + (k+1)*interval)``: timestamps strictly increase per
     patient, and whole seconds when ``interval`` is a whole number of seconds.
 
+    ``scenario`` names the world (``bp_core.simulation.scenarios``): ``baseline`` is the
+    calibrated cohort; ``cuff-offset`` has the same patients and truths, one device fleet
+    reading high; ``older-cohort`` is another, older population. Every patient measures
+    with one device of a fleet, assigned per block of 20 consecutive patients so that
+    each fleet's share is exact in every full block.
+
     Raises:
-        ValueError: ``n_patients`` < 1, ``interval`` under 1 ms, or ``start`` naive.
+        ValueError: ``n_patients`` < 1, ``interval`` under 1 ms, ``start`` naive, or an
+            unknown ``scenario``.
     """
 
     def __init__(self, n_patients: int, seed: int, start: datetime | None = None, *,
-                 interval: timedelta = DEFAULT_INTERVAL) -> None:
+                 interval: timedelta = DEFAULT_INTERVAL, scenario: str = BASELINE) -> None:
+        world = get_scenario(scenario)
         if n_patients < 1:
             raise ValueError(f"n_patients must be at least 1, got {n_patients}")
         start = DEFAULT_START if start is None else start
@@ -337,19 +423,35 @@ class Cohort:
             raise ValueError("interval must be at least 1 ms")
         self.n_patients = n_patients
         self.seed = seed
+        self.scenario = world.name
+        self._world = world
         self.start = start.astimezone(timezone.utc)
         self.interval = interval
         self._interval_ms = interval_ms
         self._start_ms = round(self.start.timestamp() * 1000)
-        self._key = _key_of("physiology", seed)
-        self._id_key = _key_of("ids", seed, n_patients, self._start_ms, interval_ms)
+        # Keys that existed before scenarios keep their values in ``baseline``, so its
+        # readings only differ from the stationary cohort's where changes are under way.
+        population = () if world.population == "general" else (world.population,)
+        self._population = population
+        self._key = _key_of("physiology", seed, *population)
+        world_ids = () if world.name == BASELINE else (world.name,)
+        self._id_key = _key_of("ids", seed, n_patients, self._start_ms, interval_ms, *world_ids)
+        self._device_key = _key_of("devices", seed, *population)
         self._draw_patients()
+        self._draw_changes()
+        self._draw_devices()
+
+    def _rng(self, stream: int) -> np.random.Generator:
+        """A seeded generator of patient attributes: another population, other patients."""
+        population = [int(_key_of(*self._population))] if self._population else []
+        return np.random.default_rng([self.seed, stream, *population])
 
     def _draw_patients(self) -> None:
-        rng = np.random.default_rng([self.seed, 0x5EED])
+        rng = self._rng(0x5EED)
         n = self.n_patients
         self._patient_ids = np.array([str(_uuid4(rng.bytes(16))) for _ in range(n)])
-        self._age = _draw_ages(rng, n)
+        weights = _AGE_WEIGHTS if self._world.age_weights is None else np.array(self._world.age_weights)
+        self._age = _draw_ages(rng, n, weights)
         self._male = rng.random(n) >= _FEMALE_SHARE
         u = rng.random(n)
         p_hypo = hypotension_prevalence(self._age, self._male)
@@ -369,16 +471,63 @@ class Cohort:
         self._p_hypo_episode = np.where(self._age >= 70, np.maximum(p_hypo_ep, _HYPO_EPISODE_PER_DAY_ELDERLY),
                                         p_hypo_ep)
 
+    def _draw_changes(self) -> None:
+        """Per-patient treatment starts and drifts (a generator of their own, so the
+        patients drawn above do not depend on them)."""
+        rng = self._rng(0xC4A6E)
+        n = self.n_patients
+        stage2 = (self._condition == HYPERTENSIVE) & ((self._baseline_sys >= 140.0) | (self._baseline_dia >= 90.0))
+        treated = stage2 & (rng.random(n) < _TREAT_SHARE)
+        drugs = np.where(rng.random(n) < _TREAT_TWO_DRUGS, 2.0, 1.0)
+        response = rng.uniform(*_TREAT_RESPONSE, n)
+        per_drug_sys = _TREAT_PER_DRUG[0] + _TREAT_PER_10_MM_HG[0] * (self._baseline_sys - _TREAT_REFERENCE[0]) / 10
+        per_drug_dia = _TREAT_PER_DRUG[1] + _TREAT_PER_10_MM_HG[1] * (self._baseline_dia - _TREAT_REFERENCE[1]) / 10
+        self._treat_sys = np.where(treated, np.maximum(drugs * response * per_drug_sys, 0.0), 0.0)
+        self._treat_dia = np.where(treated, np.maximum(drugs * response * per_drug_dia, 0.0), 0.0)
+        self._treat_start_days = np.where(treated, rng.uniform(*_TREAT_START_DAYS, n), np.inf)
+        self._treat_half_life_days = rng.uniform(*_TREAT_HALF_LIFE_DAYS, n)
+
+        drifting = rng.random(n) < _DRIFT_SHARE
+        sign = np.where(rng.random(n) < 0.5, 1.0, -1.0)
+        self._drift_sys = np.where(drifting, sign * rng.uniform(*_DRIFT_SYSTOLIC, n), 0.0)
+        self._drift_dia = self._drift_sys * _DRIFT_DIASTOLIC_RATIO
+        self._drift_start_days = np.where(drifting, rng.uniform(*_DRIFT_START_DAYS, n), np.inf)
+        self._drift_days = rng.uniform(*_DRIFT_DAYS, n)
+
+    def _draw_devices(self) -> None:
+        """One device per patient; fleets by a seeded shuffle of each block of 20 patients."""
+        index = np.arange(self.n_patients, dtype=np.int64)
+        block, slot = index // FLEET_BLOCK, index % FLEET_BLOCK
+        # Rank of each patient's slot within its block, by a per-(block, slot) hash.
+        blocks = np.unique(block)
+        draws = _hash(self._device_key, _S_FLEET, np.repeat(blocks, FLEET_BLOCK),
+                      np.tile(np.arange(FLEET_BLOCK, dtype=np.int64), blocks.size)).reshape(-1, FLEET_BLOCK)
+        ranks = np.argsort(np.argsort(draws, axis=1, kind="stable"), axis=1, kind="stable")
+        slots_per_fleet = [round(fleet.share * FLEET_BLOCK) for fleet in FLEETS]
+        fleet_of_rank = np.repeat(np.arange(len(FLEETS), dtype=np.int8), slots_per_fleet)
+        self._fleet_code = fleet_of_rank[ranks[block - blocks[0], slot]]
+        self._device_ids = _uuid_strings(_hash(self._device_key, _S_DEVICE_HI, index),
+                                         _hash(self._device_key, _S_DEVICE_LO, index))
+        offsets = np.array([self._world.device_offsets.get(name, (0.0, 0.0)) for name in FLEET_NAMES])
+        self._offset_sys, self._offset_dia = offsets[self._fleet_code, 0], offsets[self._fleet_code, 1]
+
     @cached_property
     def patients(self) -> list[SimulatedPatient]:
         """The patients, with Faker identities (built on first access: Faker is slow)."""
-        from faker import Faker
+        return self.patients_at(range(self.n_patients))
 
-        fake = Faker("en_US")
-        fake.seed_instance(self.seed)
+    def patients_at(self, indices) -> list[SimulatedPatient]:
+        """The patients at these cohort positions, with their Faker identities.
+
+        Each identity is seeded by the patient alone, so any subset is as cheap as its size
+        (about 80 µs a patient) and equal to the same patients in ``patients``.
+        """
+        fake = self._faker
         reference = self.start.date()
+        device_ids = self._device_id_list
         patients = []
-        for i in range(self.n_patients):
+        for i in indices:
+            fake.seed_instance(int(_key_of("identity", self.seed, *self._population, i)))
             male = bool(self._male[i])
             given = fake.first_name_male() if male else fake.first_name_female()
             patients.append(SimulatedPatient(
@@ -390,8 +539,20 @@ class Cohort:
                 condition=str(self._condition[i]),
                 baseline_systolic=float(self._baseline_sys[i]),
                 baseline_diastolic=float(self._baseline_dia[i]),
+                device_id=device_ids[i],
+                device_model=FLEET_NAMES[self._fleet_code[i]],
             ))
         return patients
+
+    @cached_property
+    def _faker(self):
+        from faker import Faker
+
+        return Faker("en_US")
+
+    @cached_property
+    def _device_id_list(self) -> list[str]:
+        return self._device_ids.to_pylist()
 
     @property
     def patient_ids(self) -> list[str]:
@@ -403,24 +564,26 @@ class Cohort:
         for offset in range(0, n, chunk):
             frame = self.readings_frame(min(chunk, n - offset), first=first + offset)
             effective = frame["effective"].dt.to_pydatetime()
-            columns = [frame[c].to_numpy() for c in FRAME_COLUMNS]
-            for row in range(len(frame)):
-                (obs_id, patient_id, _, sys_, dia, true_sys, true_dia, label, category,
-                 episode, *_rest) = (col[row] for col in columns)
+            rows = zip(*(frame[c].tolist() for c in (
+                "observation_id", "patient_id", "systolic_mm_hg", "diastolic_mm_hg", "true_systolic_mm_hg",
+                "true_diastolic_mm_hg", "label", "true_category", "episode", "change", "device_id", "device_model")))
+            for when, (obs_id, patient_id, sys_, dia, true_sys, true_dia, label, category, episode, change,
+                       device_id, device_model) in zip(effective, rows):
                 yield SimulatedReading(
-                    observation_id=str(obs_id), patient_id=str(patient_id), effective=effective[row],
+                    observation_id=obs_id, patient_id=patient_id, effective=when,
                     systolic_mm_hg=int(sys_), diastolic_mm_hg=int(dia),
                     true_systolic_mm_hg=float(true_sys), true_diastolic_mm_hg=float(true_dia),
-                    label=bool(label), true_category=str(category), episode=str(episode) or None,
+                    label=bool(label), true_category=category, episode=episode or None,
+                    change=change or None, device_id=device_id, device_model=device_model,
                 )
 
     def readings_frame(self, n: int, *, first: int = 0) -> pd.DataFrame:
         """Readings ``first .. first+n-1`` as a DataFrame with ``FRAME_COLUMNS``, vectorised.
 
         Columns and dtypes are the dataset contract's (``bp_core.simulation.datasets``): ``label`` is
-        0/1 int64, ``episode`` is '' when none, ``effective`` is tz-aware UTC, strings are
-        pandas' (Arrow-backed) ``str``. ``frame.attrs`` holds ``seed``, ``patients``,
-        ``start`` and ``interval_s``.
+        0/1 int64, ``episode`` and ``change`` are '' when none, ``effective`` is tz-aware UTC,
+        strings are pandas' (Arrow-backed) ``str``. ``frame.attrs`` holds ``seed``,
+        ``patients``, ``start``, ``interval_s`` and ``scenario``.
 
         Raises:
             ValueError: ``n`` or ``first`` is negative.
@@ -431,7 +594,7 @@ class Cohort:
         frame = self.readings_table(n, first=first).to_pandas(
             types_mapper={pa.string(): pd.StringDtype("pyarrow", na_value=np.nan)}.get)
         frame.attrs.update(seed=self.seed, patients=self.n_patients, start=self.start.isoformat(),
-                           interval_s=self._interval_ms / 1000)
+                           interval_s=self._interval_ms / 1000, scenario=self.scenario)
         return frame
 
     def readings_table(self, n: int, *, first: int = 0):
@@ -464,25 +627,29 @@ class Cohort:
 
         z_sys = _normal(self._key, _S_DAY_SYS, patient, day)
         z_dia = _correlated(z_sys, _normal(self._key, _S_DAY_DIA, patient, day), _DAY_RHO)
-        awake_sys = self._baseline_sys[patient] + self._day_sd_sys[patient] * z_sys
-        awake_dia = self._baseline_dia[patient] + self._day_sd_dia[patient] * z_dia
+        change_sys, change_dia, change_code = self._changes(patient, epoch_ms)
+        awake_sys = self._baseline_sys[patient] + self._day_sd_sys[patient] * z_sys + change_sys
+        awake_dia = self._baseline_dia[patient] + self._day_sd_dia[patient] * z_dia + change_dia
         dip = 1.0 - self._dip[patient] * _night_weight(hour)
         true_sys, true_dia = awake_sys * dip, awake_dia * dip
         episode_code = self._apply_episodes(patient, day, hour, true_sys, true_dia)
 
         n_sys = _normal(self._key, _S_NOISE_SYS, index)
         n_dia = _correlated(n_sys, _normal(self._key, _S_NOISE_DIA, index), _NOISE_RHO)
-        measured_sys = np.clip(np.rint(true_sys + _NOISE_SD[0] * n_sys), *_SYSTOLIC_RANGE).astype(np.int64)
-        measured_dia = np.clip(np.rint(true_dia + _NOISE_SD[1] * n_dia), *_DIASTOLIC_RANGE).astype(np.int64)
+        measured_sys = np.clip(np.rint(true_sys + self._offset_sys[patient] + _NOISE_SD[0] * n_sys),
+                               *_SYSTOLIC_RANGE).astype(np.int64)
+        measured_dia = np.clip(np.rint(true_dia + self._offset_dia[patient] + _NOISE_SD[1] * n_dia),
+                               *_DIASTOLIC_RANGE).astype(np.int64)
 
         def vocabulary(words, codes):
             return pa.array(list(words), type=pa.string()).take(pa.array(codes))
 
+        patient_take = pa.array(patient)
         patient_arrow = pa.array(self._patient_ids.tolist(), type=pa.string())
         return {
             "observation_id": _uuid_strings(_hash(self._id_key, _S_ID_HI, index),
                                             _hash(self._id_key, _S_ID_LO, index)),
-            "patient_id": patient_arrow.take(pa.array(patient)),
+            "patient_id": patient_arrow.take(patient_take),
             "effective": pa.array(epoch_ms, type=pa.timestamp("ms", tz="UTC")),
             "systolic_mm_hg": measured_sys,
             "diastolic_mm_hg": measured_dia,
@@ -494,7 +661,71 @@ class Cohort:
             "condition": vocabulary(CONDITIONS, self._condition_code[patient]),
             "age": self._age[patient].astype(np.int64),
             "sex": vocabulary(SEXES, self._male[patient].astype(np.int8)),
+            "change": vocabulary(("",) + CHANGES, change_code),
+            "change_systolic_mm_hg": change_sys,
+            "change_diastolic_mm_hg": change_dia,
+            "device_id": self._device_ids.take(patient_take),
+            "device_model": vocabulary(FLEET_NAMES, self._fleet_code[patient]),
         }
+
+    def _changes(self, patient: np.ndarray, epoch_ms: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(systolic, diastolic) change of the true awake level at these readings, and the
+        code of the change under way (indexes ``("",) + CHANGES``; illness first)."""
+        days = (epoch_ms - self._start_ms) / _DAY_MS
+
+        since = days - self._treat_start_days[patient]           # -inf or negative before the start
+        treating = since >= 0
+        fraction = np.where(treating, -np.expm1(-np.log(2.0) * np.maximum(since, 0.0)
+                                                / self._treat_half_life_days[patient]), 0.0)
+        change_sys = -self._treat_sys[patient] * fraction
+        change_dia = -self._treat_dia[patient] * fraction
+        starting = treating & (since < _TREAT_UNDER_WAY_DAYS)
+
+        into = days - self._drift_start_days[patient]
+        length = self._drift_days[patient]
+        progress = np.clip(np.where(np.isfinite(into), into, 0.0) / length, 0.0, 1.0)
+        change_sys += self._drift_sys[patient] * progress
+        change_dia += self._drift_dia[patient] * progress
+        drifting = (into > 0) & (into < length)
+
+        ill_sys, ill_dia = self._illness(patient, epoch_ms)
+        change_sys += ill_sys
+        change_dia += ill_dia
+        ill = ill_sys != 0.0
+
+        code = np.zeros(patient.size, dtype=np.int8)
+        drift_code = np.where(self._drift_sys[patient] > 0, CHANGES.index(DRIFT_RISE), CHANGES.index(DRIFT_FALL)) + 1
+        code = np.where(drifting, drift_code, code)
+        code = np.where(starting, CHANGES.index(ANTIHYPERTENSIVE_START) + 1, code)
+        ill_code = np.where(ill_sys > 0, CHANGES.index(ILLNESS_RISE), CHANGES.index(ILLNESS_FALL)) + 1
+        code = np.where(ill, ill_code, code).astype(np.int8)
+        return change_sys, change_dia, code
+
+    def _illness(self, patient: np.ndarray, epoch_ms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Illness offsets: at most one illness starts in each 30-day period of a patient's
+        calendar; one may run on from the previous period."""
+        period_ms = _ILLNESS_PERIOD_DAYS * _DAY_MS
+        current = epoch_ms // period_ms
+        ill_sys = np.zeros(patient.size)
+        ill_dia = np.zeros(patient.size)
+        for period in (current, current - 1):
+            happens = _uniform(self._key, _S_ILLNESS, patient, period) < _ILLNESS_PER_PERIOD
+            begins = (period + _uniform(self._key, _S_ILL_START, patient, period)) * _ILLNESS_PERIOD_DAYS
+            lasts = _ILLNESS_DAYS[0] + (_ILLNESS_DAYS[1] - _ILLNESS_DAYS[0]) * _uniform(
+                self._key, _S_ILL_LENGTH, patient, period)
+            now = epoch_ms / _DAY_MS
+            # Trapezoid: half a day to set in, a plateau, half a day to recover.
+            weight = np.clip(np.minimum(now - begins, begins + lasts - now) / _ILLNESS_RAMP_DAYS, 0.0, 1.0)
+            weight = np.where(happens, weight, 0.0)
+            rises = _uniform(self._key, _S_ILL_RISE, patient, period) < _ILLNESS_RISE_SHARE
+            size = _ILLNESS_SYSTOLIC[0] + (_ILLNESS_SYSTOLIC[1] - _ILLNESS_SYSTOLIC[0]) * _uniform(
+                self._key, _S_ILL_SYS, patient, period)
+            ratio = _ILLNESS_DIASTOLIC_RATIO[0] + (_ILLNESS_DIASTOLIC_RATIO[1] - _ILLNESS_DIASTOLIC_RATIO[0]) * _uniform(
+                self._key, _S_ILL_DIA, patient, period)
+            signed = np.where(rises, size, -size) * weight
+            ill_sys += signed
+            ill_dia += signed * ratio
+        return ill_sys, ill_dia
 
     def _apply_episodes(self, patient: np.ndarray, day: np.ndarray, hour: np.ndarray,
                         true_sys: np.ndarray, true_dia: np.ndarray) -> np.ndarray:

@@ -3,9 +3,15 @@
 Layout of a data set directory (the contract with ``bp_core.model`` training)::
 
     readings.parquet    one row per reading, columns COLUMNS (types below)
-    manifest.json       {seed, patients, readings, start, end, label_rate, sha256,
-                         created_by}; sha256 is the parquet file's
+    manifest.json       {seed, patients, readings, start, end, scenario, label_rate,
+                         sha256, created_by}; sha256 is the parquet file's
     observations.ndjson optional: one FHIR Observation (JSON) per line
+
+Columns beyond the reading itself say what a reader needs to check a model against the
+simulator's truth: the true values and ``label``; ``episode`` (an acute episode) and
+``change`` (a change of the patient's true level under way: a treatment start, an
+illness, a drift, '' when none) with ``change_*_mm_hg``, the current shift of the true
+level from the patient's starting baseline; ``device_id`` and ``device_model`` (the fleet).
 
 Files are written to a temporary name and renamed, so a crashed or re-run task never
 leaves a parquet file that its manifest does not describe.
@@ -45,6 +51,11 @@ COLUMNS: dict[str, str] = {
     "condition": "string",
     "age": "int64",
     "sex": "string",
+    "change": "string",
+    "change_systolic_mm_hg": "double",
+    "change_diastolic_mm_hg": "double",
+    "device_id": "string",
+    "device_model": "string",
 }
 
 
@@ -74,8 +85,9 @@ def _replace_atomically(tmp: Path, final: Path) -> None:
 def write_dataset(frame: pd.DataFrame, out_dir: str | Path, *, fhir: bool = False) -> Path:
     """Write ``frame`` (``Cohort.readings_frame`` columns) as a data set; return ``out_dir``.
 
-    ``seed`` and ``patients`` in the manifest come from ``frame.attrs`` (set by the
-    cohort); without them ``seed`` is null and ``patients`` counts distinct patient ids.
+    ``seed``, ``patients`` and ``scenario`` in the manifest come from ``frame.attrs`` (set
+    by the cohort); without them ``seed`` and ``scenario`` are null and ``patients``
+    counts distinct patient ids.
     With ``fhir``, also write ``observations.ndjson``. Existing files are replaced.
 
     Raises:
@@ -109,6 +121,7 @@ def write_dataset(frame: pd.DataFrame, out_dir: str | Path, *, fhir: bool = Fals
         "readings": len(frame),
         "start": effective.min().isoformat() if len(frame) else None,
         "end": effective.max().isoformat() if len(frame) else None,
+        "scenario": frame.attrs.get("scenario"),
         "label_rate": float(frame["label"].mean()) if len(frame) else 0.0,
         "sha256": _sha256(parquet_path),
         "created_by": f"bp-monitor {__version__} (bp_core.simulation.datasets)",
@@ -126,11 +139,13 @@ def _write_observations(frame: pd.DataFrame, path: Path) -> None:
     effective_text = format_effective_column(frame["effective"])
     tmp = path.with_name(f".{path.name}.tmp")
     with tmp.open("wb") as handle:
-        for obs_id, patient_id, eff, sys_, dia in zip(
+        for obs_id, patient_id, eff, sys_, dia, device_id, device_model in zip(
                 frame["observation_id"].tolist(), frame["patient_id"].tolist(), effective_text,
-                frame["systolic_mm_hg"].tolist(), frame["diastolic_mm_hg"].tolist()):
+                frame["systolic_mm_hg"].tolist(), frame["diastolic_mm_hg"].tolist(),
+                frame["device_id"].tolist(), frame["device_model"].tolist()):
             handle.write(observation_bytes(observation_id=obs_id, patient_id=patient_id, effective=eff,
-                                           systolic_mm_hg=sys_, diastolic_mm_hg=dia))
+                                           systolic_mm_hg=sys_, diastolic_mm_hg=dia,
+                                           device_id=device_id, device_model=device_model))
             handle.write(b"\n")
     _replace_atomically(tmp, path)
 
@@ -149,21 +164,57 @@ def format_effective_column(effective: pd.Series) -> list[str]:
 
 
 def generate_dataset(out_dir: str | Path, *, patients: int, readings: int, seed: int,
-                     start: datetime | None = None, fhir: bool = False) -> Path:
+                     start: datetime | None = None, end: datetime | None = None, fhir: bool = False,
+                     scenario: str = "baseline") -> Path:
     """Simulate a cohort and write its labelled data set to ``out_dir`` (Airflow's entry).
 
-    Idempotent: the same arguments write byte-identical parquet content.
+    Times: from ``start`` when given; else ending by ``end`` (``history_start``); else
+    from ``DEFAULT_START`` (2025-01-01), or, when that would run past today, ending at
+    today's midnight UTC: a default never dates a reading in the future.
+    ``scenario`` is the simulated world (``bp_core.simulation.scenarios``), recorded in
+    the manifest.
+
+    Idempotent: the same arguments write byte-identical parquet content (for the
+    default times, on the same day).
 
     Raises:
-        ValueError: ``patients`` or ``readings`` is not positive, or ``start`` is naive.
+        ValueError: ``patients`` or ``readings`` is not positive, both ``start`` and
+            ``end`` are given, either is naive, or ``scenario`` is unknown.
         OSError: ``out_dir`` cannot be written.
     """
     from bp_core.simulation.cohort import Cohort
 
     if patients < 1 or readings < 1:
         raise ValueError(f"patients and readings must be positive, got {patients} and {readings}")
-    frame = Cohort(patients, seed, start).readings_frame(readings)
+    start = dataset_start(patients=patients, readings=readings, start=start, end=end)
+    frame = Cohort(patients, seed, start, scenario=scenario).readings_frame(readings)
     return write_dataset(frame, out_dir, fhir=fhir)
+
+
+def dataset_start(*, patients: int, readings: int, start: datetime | None = None, end: datetime | None = None,
+                  now: datetime | None = None) -> datetime:
+    """The first reading slot of a data set (see ``generate_dataset`` for the rule).
+
+    Raises:
+        ValueError: both ``start`` and ``end`` are given, or ``end`` is naive.
+    """
+    from datetime import timezone
+
+    from bp_core.simulation.cohort import DEFAULT_INTERVAL, DEFAULT_START, history_start
+
+    if start is not None and end is not None:
+        raise ValueError("give start or end, not both")
+    if start is not None:
+        return start
+    if end is not None:
+        if end.tzinfo is None or end.utcoffset() is None:
+            raise ValueError("end must be timezone-aware")
+        return history_start(end, readings, patients)
+    now = now or datetime.now(timezone.utc)
+    if DEFAULT_START + (-(-readings // patients)) * DEFAULT_INTERVAL <= now:
+        return DEFAULT_START
+    midnight = now.astimezone(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+    return history_start(midnight, readings, patients)
 
 
 def load_dataset(path: str | Path) -> pd.DataFrame:

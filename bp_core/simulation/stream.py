@@ -93,9 +93,11 @@ def iter_payloads(cohort: Cohort, *, first: int = 0, limit: int | None = None,
     """
     import numpy as np
 
-    from bp_core.fhir.build import observation_bytes
+    from bp_core.fhir.build import device_fragment, observation_bytes
 
+    # Per patient, once: the key and the Observation's device member.
     keys = {pid: pid.encode() for pid in cohort.patient_ids}
+    devices: dict[str, bytes] = {}
     produced = 0
     while limit is None or produced < limit:
         n = block_size if limit is None else min(block_size, limit - produced)
@@ -103,12 +105,16 @@ def iter_payloads(cohort: Cohort, *, first: int = 0, limit: int | None = None,
         epoch_ms = table.column("effective").cast("int64").to_numpy()
         whole = bool((epoch_ms % 1000 == 0).all())
         effective = np.datetime_as_string(epoch_ms.astype("datetime64[ms]"), unit="s" if whole else "ms")
-        for obs_id, pid, eff, sys_, dia in zip(
+        for obs_id, pid, eff, sys_, dia, device_id, model in zip(
                 table.column("observation_id").to_pylist(), table.column("patient_id").to_pylist(),
                 effective.tolist(), table.column("systolic_mm_hg").to_pylist(),
-                table.column("diastolic_mm_hg").to_pylist()):
+                table.column("diastolic_mm_hg").to_pylist(), table.column("device_id").to_pylist(),
+                table.column("device_model").to_pylist()):
+            device = devices.get(pid)
+            if device is None:
+                device = devices[pid] = device_fragment(device_id, model)
             yield keys[pid], observation_bytes(observation_id=obs_id, patient_id=pid, effective=eff + "+00:00",
-                                               systolic_mm_hg=sys_, diastolic_mm_hg=dia)
+                                               systolic_mm_hg=sys_, diastolic_mm_hg=dia, device=device)
         produced += n
 
 
