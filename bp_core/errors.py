@@ -7,6 +7,7 @@
     ├── BrokerUnavailable        Kafka could not be reached, or stopped answering
     │   └── TopicMissing         a topic to read does not exist
     ├── ReplayFailed             a dead-letter replay was not acknowledged
+    ├── StateFormatError         a stored patient state this version cannot read
     └── SinkError                a sink could not make a batch durable
         └── SinkUnavailable      ...for a reason that may pass (server down, disk full)
 
@@ -49,6 +50,11 @@ class TopicMissing(BrokerUnavailable):
 class ReplayFailed(BPError):
     """Kafka did not acknowledge a dead-letter replay's sends or commits; what was
     acknowledged and committed stays replayed, and a new replay goes on from there."""
+
+
+class StateFormatError(BPError):
+    """A changelog value is not a patient state this version can read (other format
+    version, truncated or inconsistent)."""
 
 
 class SinkError(BPError):

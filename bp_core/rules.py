@@ -7,6 +7,19 @@ Anomaly (the brief's thresholds, configurable): systolic above ``systolic_high``
 or below ``systolic_low`` (90), diastolic above ``diastolic_high`` (90) or below
 ``diastolic_low`` (60), all strict: 140/90 is not an anomaly, 141 or 89 systolic is.
 
+Context anomalies, when the reading has a baseline (the patient's mean over the previous
+7 days, ``bp_core.context``), even inside the normal box: ``rise_from_baseline`` when
+systolic >= baseline + 20 or diastolic >= baseline + 10, ``drop_from_baseline`` when
+systolic <= baseline - 20 or diastolic <= baseline - 10 (deltas configurable:
+``BP_BASELINE_SYSTOLIC_DELTA``, ``BP_BASELINE_DIASTOLIC_DELTA``). 20/10 mmHg is the change
+that consensus definitions treat as clinically meaningful within one patient: a fall of
+>= 20 systolic or >= 10 diastolic defines orthostatic hypotension (Freeman et al., Clin
+Auton Res 2011;21:69-72; kept by the 2024 ESC hypertension guidelines), a rise of >= 20
+systolic orthostatic hypertension (Jordan et al., Clin Auton Res 2023;33:69-73). It is
+also well beyond the spread of a reading around its patient's mean from measurement
+alone (SD about 5/4 mmHg, Muntner et al., Hypertension 2019). No baseline, no context
+anomaly.
+
 Category (AHA/ACC 2017, plus hypotension), first match wins::
 
     hypertensive_crisis    systolic > 180  or diastolic > 120
@@ -28,6 +41,7 @@ neither is derived from the other.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,7 +58,10 @@ CATEGORIES = (NORMAL, ELEVATED, STAGE_1, STAGE_2, CRISIS, HYPOTENSION)
 CATEGORY_LABELS = {NORMAL: "Normal", ELEVATED: "Elevated", STAGE_1: "Hypertension stage 1",
                    STAGE_2: "Hypertension stage 2", CRISIS: "Hypertensive crisis", HYPOTENSION: "Hypotension"}
 
-ANOMALY_TYPES = ("systolic_high", "systolic_low", "diastolic_high", "diastolic_low")
+RISE_FROM_BASELINE = "rise_from_baseline"
+DROP_FROM_BASELINE = "drop_from_baseline"
+ANOMALY_TYPES = ("systolic_high", "systolic_low", "diastolic_high", "diastolic_low", RISE_FROM_BASELINE,
+                 DROP_FROM_BASELINE)
 
 # AHA 2017 bounds (mmHg)
 CRISIS_SYSTOLIC_ABOVE = 180.0
@@ -60,18 +77,24 @@ HYPOTENSION_DIASTOLIC_BELOW = 60.0
 
 @dataclass(frozen=True)
 class Thresholds:
-    """Anomaly thresholds in mmHg; a reading is anomalous strictly outside [low, high].
+    """Anomaly thresholds in mmHg; a reading is anomalous strictly outside [low, high], or
+    at least a delta away from its baseline.
 
     Raises:
-        UsageError: a low threshold is not below its high one.
+        UsageError: a low threshold is not below its high one, or a delta is not positive.
     """
 
     systolic_high: float = 140.0
     systolic_low: float = 90.0
     diastolic_high: float = 90.0
     diastolic_low: float = 60.0
+    baseline_systolic_delta: float = 20.0
+    baseline_diastolic_delta: float = 10.0
 
     def __post_init__(self) -> None:
+        for name in ("baseline_systolic_delta", "baseline_diastolic_delta"):
+            if not getattr(self, name) > 0:
+                raise UsageError(f"{name.replace('_', ' ')} must be positive, got {getattr(self, name):g}")
         if not self.systolic_low < self.systolic_high:
             raise UsageError(f"systolic low threshold ({self.systolic_low:g}) must be below "
                              f"the high one ({self.systolic_high:g})")
@@ -87,14 +110,21 @@ class Thresholds:
             UsageError: a low threshold is not below its high one.
         """
         return cls(systolic_high=settings.systolic_high, systolic_low=settings.systolic_low,
-                   diastolic_high=settings.diastolic_high, diastolic_low=settings.diastolic_low)
+                   diastolic_high=settings.diastolic_high, diastolic_low=settings.diastolic_low,
+                   baseline_systolic_delta=settings.baseline_systolic_delta,
+                   baseline_diastolic_delta=settings.baseline_diastolic_delta)
 
 
 DEFAULT_THRESHOLDS = Thresholds()
 
 
-def anomaly_types(systolic: float, diastolic: float, thresholds: Thresholds = DEFAULT_THRESHOLDS) -> list[str]:
-    """The thresholds a reading crosses, in the order of ``ANOMALY_TYPES`` (empty if none)."""
+def anomaly_types(systolic: float, diastolic: float, thresholds: Thresholds = DEFAULT_THRESHOLDS,
+                  baseline_systolic: float | None = None, baseline_diastolic: float | None = None) -> list[str]:
+    """The thresholds a reading crosses, in the order of ``ANOMALY_TYPES`` (empty if none).
+
+    ``baseline_systolic`` / ``baseline_diastolic``: the reading's baseline (None or NaN
+    when it has none: no context anomaly).
+    """
     types = []
     if systolic > thresholds.systolic_high:
         types.append("systolic_high")
@@ -104,13 +134,20 @@ def anomaly_types(systolic: float, diastolic: float, thresholds: Thresholds = DE
         types.append("diastolic_high")
     if diastolic < thresholds.diastolic_low:
         types.append("diastolic_low")
+    # NaN compares false: a missing baseline (None -> NaN) raises nothing.
+    bs = math.nan if baseline_systolic is None else baseline_systolic
+    bd = math.nan if baseline_diastolic is None else baseline_diastolic
+    if systolic >= bs + thresholds.baseline_systolic_delta or diastolic >= bd + thresholds.baseline_diastolic_delta:
+        types.append(RISE_FROM_BASELINE)
+    if systolic <= bs - thresholds.baseline_systolic_delta or diastolic <= bd - thresholds.baseline_diastolic_delta:
+        types.append(DROP_FROM_BASELINE)
     return types
 
 
-def is_rule_anomaly(systolic: float, diastolic: float, thresholds: Thresholds = DEFAULT_THRESHOLDS) -> bool:
-    """True when the reading crosses any threshold."""
-    return (systolic > thresholds.systolic_high or systolic < thresholds.systolic_low
-            or diastolic > thresholds.diastolic_high or diastolic < thresholds.diastolic_low)
+def is_rule_anomaly(systolic: float, diastolic: float, thresholds: Thresholds = DEFAULT_THRESHOLDS,
+                    baseline_systolic: float | None = None, baseline_diastolic: float | None = None) -> bool:
+    """True when the reading crosses any threshold (with a baseline: or moves a delta from it)."""
+    return bool(anomaly_types(systolic, diastolic, thresholds, baseline_systolic, baseline_diastolic))
 
 
 def category(systolic: float, diastolic: float) -> str:
@@ -148,19 +185,22 @@ def category_codes(systolic: np.ndarray, diastolic: np.ndarray) -> np.ndarray:
     return _CATEGORY_NAMES[np.select(conditions, choices, default=_CATEGORY_INDEX[NORMAL])]
 
 
-def rule_anomaly_mask(systolic: np.ndarray, diastolic: np.ndarray,
-                      thresholds: Thresholds = DEFAULT_THRESHOLDS) -> np.ndarray:
+def rule_anomaly_mask(systolic: np.ndarray, diastolic: np.ndarray, thresholds: Thresholds = DEFAULT_THRESHOLDS,
+                      baseline_systolic: np.ndarray | None = None,
+                      baseline_diastolic: np.ndarray | None = None) -> np.ndarray:
     """``is_rule_anomaly`` for arrays of readings: a boolean numpy array."""
-    return anomaly_type_codes(systolic, diastolic, thresholds) != 0
+    return anomaly_type_codes(systolic, diastolic, thresholds, baseline_systolic, baseline_diastolic) != 0
 
 
-def anomaly_type_codes(systolic: np.ndarray, diastolic: np.ndarray,
-                       thresholds: Thresholds = DEFAULT_THRESHOLDS) -> np.ndarray:
+def anomaly_type_codes(systolic: np.ndarray, diastolic: np.ndarray, thresholds: Thresholds = DEFAULT_THRESHOLDS,
+                       baseline_systolic: np.ndarray | None = None,
+                       baseline_diastolic: np.ndarray | None = None) -> np.ndarray:
     """``anomaly_types`` for arrays of readings, as small integer codes (uint8).
 
     Bit ``i`` of a code is set when the reading crosses ``ANOMALY_TYPES[i]``; 0 means no
     anomaly. ``ANOMALY_TYPE_SETS[code]`` is the tuple of names, as ``anomaly_types``
-    gives them.
+    gives them. The baselines (NaN where a reading has none; None: no reading has one)
+    add the context types.
     """
     systolic = np.asarray(systolic, dtype=np.float64)
     diastolic = np.asarray(diastolic, dtype=np.float64)
@@ -168,6 +208,12 @@ def anomaly_type_codes(systolic: np.ndarray, diastolic: np.ndarray,
     codes |= (systolic < thresholds.systolic_low).astype(np.uint8) << 1
     codes |= (diastolic > thresholds.diastolic_high).astype(np.uint8) << 2
     codes |= (diastolic < thresholds.diastolic_low).astype(np.uint8) << 3
+    if baseline_systolic is not None or baseline_diastolic is not None:
+        bs = np.full(systolic.shape, np.nan) if baseline_systolic is None else np.asarray(baseline_systolic, np.float64)
+        bd = np.full(systolic.shape, np.nan) if baseline_diastolic is None else np.asarray(baseline_diastolic, np.float64)
+        ds, dd = thresholds.baseline_systolic_delta, thresholds.baseline_diastolic_delta
+        codes |= ((systolic >= bs + ds) | (diastolic >= bd + dd)).astype(np.uint8) << 4
+        codes |= ((systolic <= bs - ds) | (diastolic <= bd - dd)).astype(np.uint8) << 5
     return codes
 
 

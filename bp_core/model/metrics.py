@@ -7,6 +7,10 @@ promotion compares, for a model's probabilities or for the rules' 0/1 flags alik
 A metric that is undefined on the given data (ROC AUC with one class present, recall
 on a subgroup with no readings) is ``nan``, never an exception: a small hold-out may
 simply contain no hypertensive crisis.
+
+``false_alarms_at_equal_recall`` compares two scorers where it matters to a clinician:
+set each one's threshold so that both find the same share of true anomalies, and count
+the false alarms each then raises.
 """
 
 from __future__ import annotations
@@ -119,3 +123,62 @@ def confusion_counts(y_true: np.ndarray, scores: np.ndarray, threshold: float) -
     flagged = np.asarray(scores, dtype=np.float64) >= threshold
     return np.array([[np.sum(~y & ~flagged), np.sum(~y & flagged)],
                      [np.sum(y & ~flagged), np.sum(y & flagged)]], dtype=np.int64)
+
+
+def false_positives_at_recall(y_true: np.ndarray, scores: np.ndarray, recall: float) -> tuple[int, float]:
+    """The false positives of a scorer at the highest threshold where it reaches a recall.
+
+    A threshold flags every reading scored at or above it (tied scores go together).
+
+    Args:
+        y_true: true labels, 0/1, shape (n,).
+        scores: the scorer's scores, shape (n,).
+        recall: the share of true anomalies to find, in (0, 1].
+    Returns:
+        (false positives, threshold); (-1, nan) when there is no true anomaly.
+    Raises:
+        ValueError: the arrays differ in shape, or ``recall`` is outside (0, 1].
+    """
+    y = np.asarray(y_true).astype(bool)
+    p = np.asarray(scores, dtype=np.float64)
+    if y.shape != p.shape or y.ndim != 1:
+        raise ValueError(f"y_true and scores must be 1-D and the same length, got {y.shape} and {p.shape}")
+    if not 0.0 < recall <= 1.0:
+        raise ValueError(f"recall must be in (0, 1], got {recall}")
+    positives = int(y.sum())
+    if not positives:
+        return -1, math.nan
+    order = np.argsort(-p, kind="stable")
+    sorted_scores = p[order]
+    true_positives = np.cumsum(y[order])
+    # The last index of each run of equal scores: thresholds are the distinct scores.
+    run_ends = np.flatnonzero(np.append(sorted_scores[1:] != sorted_scores[:-1], True))
+    needed = math.ceil(recall * positives - 1e-9)
+    first = run_ends[np.searchsorted(true_positives[run_ends], needed)]
+    return int(first + 1 - true_positives[first]), float(sorted_scores[first])
+
+
+def false_alarms_at_equal_recall(y_true: np.ndarray, reference_scores: np.ndarray, candidate_scores: np.ndarray,
+                                 *, threshold: float) -> dict[str, float]:
+    """The false positives of two scorers at the same recall: the reference's at ``threshold``.
+
+    Args:
+        y_true: true labels, 0/1, shape (n,).
+        reference_scores: the reference scorer's scores (e.g. the single-reading model).
+        candidate_scores: the other scorer's scores on the same readings.
+        threshold: the reference's operating threshold; its recall there is the target.
+    Returns:
+        ``recall`` (the target), ``reference_false_alarms``, ``candidate_false_alarms``
+        (each at its own highest threshold reaching the target) and
+        ``candidate_threshold``; all nan when the target is undefined or zero.
+    """
+    y = np.asarray(y_true).astype(bool)
+    positives = int(y.sum())
+    target = _safe_ratio(int(np.sum(y & (np.asarray(reference_scores, dtype=np.float64) >= threshold))), positives)
+    if not target > 0:
+        return {"recall": math.nan, "reference_false_alarms": math.nan, "candidate_false_alarms": math.nan,
+                "candidate_threshold": math.nan}
+    reference, _ = false_positives_at_recall(y, reference_scores, target)
+    candidate, candidate_threshold = false_positives_at_recall(y, candidate_scores, target)
+    return {"recall": target, "reference_false_alarms": float(reference), "candidate_false_alarms": float(candidate),
+            "candidate_threshold": candidate_threshold}

@@ -37,6 +37,7 @@ from typing import Callable
 
 import numpy as np
 
+from bp_core.features import FEATURE_NAMES, feature_names_for_width, model_matrix
 from bp_core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -46,30 +47,65 @@ FAST_FAIL_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TI
 
 @dataclass(frozen=True)
 class ServedModel:
-    """A model ready to score feature matrices."""
+    """A model ready to score feature matrices (built by ``bp_core.features.model_matrix``
+    from ``feature_names``)."""
 
     name: str            # registered model name, or 'file:<basename>' for BP_MODEL_PATH
     version: str         # registry version number as str, or a short sha256 of the file
     predict_proba: Callable[[np.ndarray], np.ndarray]  # feature matrix -> P(anomaly), 1-D float array
+    feature_names: tuple[str, ...] = FEATURE_NAMES     # the columns it expects, in order
 
 
-def served(name: str, version: str, estimator) -> ServedModel:
+def served(name: str, version: str, estimator, feature_names: tuple[str, ...] | None = None) -> ServedModel:
     """Wrap a fitted classifier: ``predict_proba`` returns column 1 (P(anomaly)).
 
     Args:
         name: model name to report.
         version: version to report.
         estimator: a fitted scikit-learn classifier whose class 1 is "anomaly".
+        feature_names: the features it expects; None: told by its input width (a joblib
+            file has no signature).
     Returns:
         A ``ServedModel`` calling the estimator's own ``predict_proba`` on the numpy
         matrix (no pyfunc, no DataFrame: the fast path).
     """
     estimator_proba = estimator.predict_proba
+    if feature_names is None:
+        feature_names = feature_names_for_width(getattr(estimator, "n_features_in_", len(FEATURE_NAMES)))
+    feature_names = tuple(feature_names)
+    single_width = len(FEATURE_NAMES) if feature_names != FEATURE_NAMES else -1
 
     def predict_proba(features: np.ndarray) -> np.ndarray:
+        if features.shape[1] == single_width:
+            # A caller that builds the single-reading matrix (``feature_matrix``) gets a
+            # context model's scores for readings without history rather than an error.
+            features = model_matrix(features[:, 0], features[:, 1], None, feature_names)
         return estimator_proba(features)[:, 1]
 
-    return ServedModel(name=name, version=str(version), predict_proba=predict_proba)
+    return ServedModel(name=name, version=str(version), predict_proba=predict_proba, feature_names=feature_names)
+
+
+def registered_feature_names(client, name: str, version: str) -> tuple[str, ...] | None:
+    """The features a registered version expects: its signature's input names, else its
+    run's ``features`` param (versions logged with an unnamed tensor signature).
+
+    Args:
+        client: an ``MlflowClient`` (its registry resolves ``models:/`` URIs).
+        name: registered model name.
+        version: version number.
+    Returns:
+        The names in input order, or None when neither says.
+    Raises:
+        MlflowException: the registry failed.
+    """
+    from mlflow.models import get_model_info
+
+    signature = get_model_info(f"models:/{name}/{version}").signature
+    if signature is not None and signature.inputs is not None and signature.inputs.has_input_names():
+        return tuple(signature.inputs.input_names())
+    run_id = client.get_model_version(name, str(version)).run_id
+    features = client.get_run(run_id).data.params.get("features") if run_id else None
+    return tuple(features.split(",")) if features else None
 
 
 def file_digest(path: Path) -> str:
@@ -210,7 +246,8 @@ class ModelProvider:
         if self._latest is not None and self._latest.version == version:
             return None
         estimator = load_version(settings.mlflow_tracking_uri, settings.model_name, version, model_cache_dir(settings))
-        return served(settings.model_name, version, estimator)
+        return served(settings.model_name, version, estimator,
+                      registered_feature_names(self._client, settings.model_name, version))
 
     def _load_newer_file(self, path: Path) -> ServedModel | None:
         import joblib

@@ -70,7 +70,7 @@ def test_train_promote_serve_reject_promote_rollback(settings, tmp_path):
     assert run.data.params["seed"] == "1" and run.data.params["class_weight"] == "None"
     assert run.inputs.dataset_inputs and run.data.tags["dataset.digest"]
     artifacts = {a.path for a in mlflow.MlflowClient(settings.mlflow_tracking_uri).list_artifacts(first.run_id, "plots")}
-    assert artifacts == {"plots/confusion_matrix.png", "plots/calibration.png"}
+    assert artifacts == {"plots/confusion_matrix.png", "plots/calibration.png", "plots/precision_recall.png"}
     experiment = mlflow.MlflowClient(settings.mlflow_tracking_uri).get_experiment_by_name(EXPERIMENT_NAME)
     assert Path(settings.data_dir).resolve().as_uri() in experiment.artifact_location
 

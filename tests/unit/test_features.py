@@ -110,3 +110,88 @@ def test_noisy_readings_frame_is_learnable():
 
     assert roc_auc_score(frame["label"], model.predict_proba(features)[:, 1]) > 0.9
 
+
+
+# --------------------------------------------------------------------------- context features
+
+
+def _context(baseline_systolic, baseline_diastolic, arv):
+    from bp_core.context import ContextColumns
+
+    columns = ContextColumns.absent(len(baseline_systolic))
+    return columns.__class__(**{**{name: getattr(columns, name) for name in columns.__dataclass_fields__},
+                                "baseline_systolic": np.array(baseline_systolic, dtype=float),
+                                "baseline_diastolic": np.array(baseline_diastolic, dtype=float),
+                                "arv_systolic": np.array(arv, dtype=float)})
+
+
+def test_context_feature_names_and_sets():
+    from bp_core.features import (CONTEXT_FEATURE_NAMES, CONTEXT_MODEL_FEATURES, feature_names_for_width,
+                                  feature_set_name, uses_context)
+
+    assert CONTEXT_MODEL_FEATURES == FEATURE_NAMES + CONTEXT_FEATURE_NAMES
+    assert len(set(CONTEXT_MODEL_FEATURES)) == len(CONTEXT_MODEL_FEATURES) == 26
+    assert feature_set_name(FEATURE_NAMES) == "single-reading" and feature_set_name(CONTEXT_MODEL_FEATURES) == "context"
+    assert feature_set_name(FEATURE_NAMES[:3]) == "custom"
+    assert feature_names_for_width(26) == CONTEXT_MODEL_FEATURES and feature_names_for_width(10) == FEATURE_NAMES
+    assert feature_names_for_width(1) == FEATURE_NAMES
+    assert uses_context(CONTEXT_MODEL_FEATURES) and not uses_context(FEATURE_NAMES)
+
+
+def test_context_features_with_and_without_a_baseline():
+    from bp_core.features import CONTEXT_FEATURE_NAMES, LIMIT_FEATURE_NAMES, context_feature_matrix
+
+    systolic, diastolic = np.array([150.0, 150.0]), np.array([95.0, 95.0])
+    features = context_feature_matrix(systolic, diastolic, _context([130.0, np.nan], [85.0, np.nan], [6.0, np.nan]))
+    with_baseline, without = (dict(zip(CONTEXT_FEATURE_NAMES, row)) for row in features)
+    assert with_baseline["has_baseline"] == 1 and without["has_baseline"] == 0
+    assert with_baseline["systolic_minus_baseline_mm_hg"] == 20 and with_baseline["diastolic_minus_baseline_mm_hg"] == 10
+    assert with_baseline["baseline_worst_exceedance_mm_hg"] == -5      # 130/85: nearest limit 90 diastolic
+    assert with_baseline["midpoint_systolic_above_high_mm_hg"] == 0    # midpoint 140/90: on the limits
+    assert with_baseline["midpoint_worst_exceedance_mm_hg"] == 0
+    assert with_baseline["arv_systolic_mm_hg"] == 6
+    # Without a baseline the reading stands for itself: its own limit features, no deviation.
+    reading = dict(zip(FEATURE_NAMES, feature_matrix(systolic[:1], diastolic[:1])[0]))
+    for name in LIMIT_FEATURE_NAMES:
+        assert without[f"baseline_{name}"] == reading[name] == without[f"midpoint_{name}"]
+    assert without["systolic_minus_baseline_mm_hg"] == 0 and without["arv_systolic_mm_hg"] == 0
+    np.testing.assert_array_equal(context_feature_matrix(systolic[1:], diastolic[1:], None), features[1:])
+
+
+def test_model_matrix_builds_each_feature_set():
+    from bp_core.features import CONTEXT_MODEL_FEATURES, model_matrix
+
+    systolic, diastolic = np.array([120.0, 185.0, 85.0]), np.array([80.0, 125.0, 55.0])
+    context = _context([118.0, 140.0, np.nan], [78.0, 90.0, np.nan], [4.0, 9.0, np.nan])
+    np.testing.assert_array_equal(model_matrix(systolic, diastolic, context, FEATURE_NAMES),
+                                  feature_matrix(systolic, diastolic))
+    full = model_matrix(systolic, diastolic, context, CONTEXT_MODEL_FEATURES)
+    assert full.shape == (3, 26)
+    np.testing.assert_array_equal(full[:, :10], feature_matrix(systolic, diastolic))
+    some = ("arv_systolic_mm_hg", "systolic_mm_hg", "has_baseline")
+    np.testing.assert_array_equal(model_matrix(systolic, diastolic, context, some),
+                                  full[:, [CONTEXT_MODEL_FEATURES.index(name) for name in some]])
+    with pytest.raises(ValueError, match="unknown feature.*heart_rate"):
+        model_matrix(systolic, diastolic, context, ("systolic_mm_hg", "heart_rate"))
+    with pytest.raises(ValueError, match="length"):
+        model_matrix(systolic[:2], diastolic[:2], context, CONTEXT_MODEL_FEATURES)
+
+
+def test_context_helps_a_model_on_patients_with_history():
+    """Why the context features exist: the baseline tells noise from a real change."""
+    from sklearn.metrics import average_precision_score
+
+    from bp_core.context import context_of_frame
+    from bp_core.features import CONTEXT_MODEL_FEATURES, model_matrix
+
+    frame = readings_frame(patients=80, readings=16_000, seed=11)
+    context = context_of_frame(frame)
+    systolic, diastolic = frame["systolic_mm_hg"].to_numpy(float), frame["diastolic_mm_hg"].to_numpy(float)
+    labels = frame["label"].to_numpy()
+    train = frame["patient_id"].map(lambda p: int(p.rsplit("-", 1)[1]) % 4 != 0).to_numpy()
+    scores = {}
+    for name, names in (("single", FEATURE_NAMES), ("context", CONTEXT_MODEL_FEATURES)):
+        features = model_matrix(systolic, diastolic, context, names)
+        model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(features[train], labels[train])
+        scores[name] = average_precision_score(labels[~train], model.predict_proba(features[~train])[:, 1])
+    assert scores["context"] > scores["single"] + 0.005, scores

@@ -88,3 +88,37 @@ def test_promotion_rule_guards_the_dangerous_tails():
     no_crisis_in_holdout = {**BASE, "pr_auc": 0.95, "crisis_recall": math.nan}
     assert compare(no_crisis_in_holdout, {**BASE, "crisis_recall": math.nan}, margin=0.002, group_sizes=sizes)[0]
     assert recall_tolerance(1000) == 0.002 and recall_tolerance(100) == 0.01
+
+
+# --------------------------------------------------------------------------- false alarms at equal recall
+
+
+def test_false_positives_at_recall_hand_computed():
+    from bp_core.model.metrics import false_positives_at_recall
+
+    y = np.array([1, 0, 1, 0, 1, 0])
+    p = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4])
+    assert false_positives_at_recall(y, p, 1 / 3) == (0, 0.9)
+    assert false_positives_at_recall(y, p, 0.5) == (1, 0.7)      # 2 of 3 needed: down to 0.7
+    assert false_positives_at_recall(y, p, 2 / 3) == (1, 0.7)
+    assert false_positives_at_recall(y, p, 1.0) == (2, 0.5)
+    # Tied scores are flagged together: 0.7 flags three readings, two of them false.
+    assert false_positives_at_recall(y, np.array([0.9, 0.9, 0.7, 0.7, 0.7, 0.1]), 0.5) == (2, 0.7)
+    assert false_positives_at_recall(np.zeros(3), np.array([0.1, 0.2, 0.3]), 0.5)[0] == -1
+    with pytest.raises(ValueError, match="recall"):
+        false_positives_at_recall(y, p, 0.0)
+    with pytest.raises(ValueError, match="same length"):
+        false_positives_at_recall(y, p[:3], 0.5)
+
+
+def test_false_alarms_at_equal_recall_compares_at_the_reference_operating_point():
+    from bp_core.model.metrics import false_alarms_at_equal_recall
+
+    y = np.array([1, 0, 1, 0, 1, 0])
+    reference = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4])    # at 0.65: 2 of 3 found, 1 false alarm
+    candidate = np.array([0.9, 0.1, 0.8, 0.2, 0.7, 0.3])    # ranks every anomaly first
+    result = false_alarms_at_equal_recall(y, reference, candidate, threshold=0.65)
+    assert result == {"recall": pytest.approx(2 / 3), "reference_false_alarms": 1.0, "candidate_false_alarms": 0.0,
+                      "candidate_threshold": 0.8}
+    nothing = false_alarms_at_equal_recall(y, reference, candidate, threshold=0.95)
+    assert math.isnan(nothing["recall"]) and math.isnan(nothing["candidate_false_alarms"])

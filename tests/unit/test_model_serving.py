@@ -100,3 +100,29 @@ def test_close_stops_the_refresher(provider):
     assert thread.is_alive() and thread.name == "bp-model-refresh"
     provider.close()
     assert not thread.is_alive()
+
+
+@pytest.mark.parametrize("width, expected", [(1, "single-reading"), (10, "single-reading"), (26, "context")])
+def test_a_file_model_says_its_feature_set_by_its_width(tmp_path, width, expected):
+    from bp_core.features import FEATURE_SETS
+    from bp_core.model.serving import served
+
+    path = tmp_path / "model.pkl"
+    joblib.dump(DummyClassifier(strategy="prior").fit(np.zeros((4, width)), [0, 0, 0, 1]), path)
+    provider = ModelProvider(Settings.from_env().with_(model_path=path))
+    provider.start()
+    assert provider.current.feature_names == FEATURE_SETS[expected]
+    assert served("m", "1", joblib.load(path), ("systolic_mm_hg",)).feature_names == ("systolic_mm_hg",)
+
+
+def test_a_context_model_given_the_single_reading_matrix_scores_readings_without_history():
+    from sklearn.linear_model import LogisticRegression
+
+    from bp_core.features import CONTEXT_MODEL_FEATURES, model_matrix
+    from bp_core.model.serving import served
+
+    rng = np.random.default_rng(0)
+    systolic, diastolic = rng.uniform(80, 200, 200), rng.uniform(50, 120, 200)
+    matrix = model_matrix(systolic, diastolic, None, CONTEXT_MODEL_FEATURES)
+    model = served("m", "1", LogisticRegression(max_iter=5000).fit(matrix, systolic > 140), CONTEXT_MODEL_FEATURES)
+    np.testing.assert_array_equal(model.predict_proba(feature_matrix(systolic, diastolic)), model.predict_proba(matrix))

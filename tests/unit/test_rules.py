@@ -170,5 +170,66 @@ def test_vectorised_anomaly_types_match_scalar(batch, limits):
 
 def test_anomaly_type_sets_cover_every_combination_once():
     assert ANOMALY_TYPE_SETS[0] == ()
-    assert ANOMALY_TYPE_SETS[15] == tuple(ANOMALY_TYPES)
-    assert len(set(ANOMALY_TYPE_SETS)) == 16
+    assert ANOMALY_TYPE_SETS[63] == tuple(ANOMALY_TYPES)
+    assert len(set(ANOMALY_TYPE_SETS)) == 64
+    assert ANOMALY_TYPES[4:] == ("rise_from_baseline", "drop_from_baseline")
+
+
+# --------------------------------------------------------------------------- context anomalies
+
+
+@pytest.mark.parametrize("systolic, diastolic, expected", [
+    (139, 80, []), (140, 80, ["rise_from_baseline"]),          # baseline 120/80: +20 systolic, inclusive
+    (120, 89, []), (120, 90, ["rise_from_baseline"]),          # +10 diastolic (90 is not diastolic_high)
+    (101, 80, []), (100, 80, ["drop_from_baseline"]),          # -20 systolic
+    (120, 71, []), (120, 70, ["drop_from_baseline"]),          # -10 diastolic
+    (140, 70, ["rise_from_baseline", "drop_from_baseline"]),   # pulse pressure widening: both
+    (145, 80, ["systolic_high", "rise_from_baseline"]),
+    (99.5, 80, ["drop_from_baseline"]),
+])
+def test_context_boundaries_against_a_baseline_of_120_80(systolic, diastolic, expected):
+    assert anomaly_types(systolic, diastolic, DEFAULT_THRESHOLDS, 120.0, 80.0) == expected
+    assert is_rule_anomaly(systolic, diastolic, DEFAULT_THRESHOLDS, 120.0, 80.0) == bool(expected)
+    codes = anomaly_type_codes(np.array([systolic]), np.array([diastolic]), DEFAULT_THRESHOLDS,
+                               np.array([120.0]), np.array([80.0]))
+    assert list(ANOMALY_TYPE_SETS[int(codes[0])]) == expected
+
+
+def test_a_jump_inside_the_normal_box_is_a_rule_anomaly_with_a_baseline_only():
+    assert anomaly_types(135, 85) == []
+    assert anomaly_types(135, 85, DEFAULT_THRESHOLDS, 110.0, 72.0) == ["rise_from_baseline"]
+    assert anomaly_types(135, 85, DEFAULT_THRESHOLDS, None, None) == []
+    assert anomaly_types(135, 85, DEFAULT_THRESHOLDS, float("nan"), float("nan")) == []
+    mask = rule_anomaly_mask(np.array([135.0, 135.0]), np.array([85.0, 85.0]), DEFAULT_THRESHOLDS,
+                             np.array([110.0, np.nan]), np.array([72.0, np.nan]))
+    assert mask.tolist() == [True, False]
+
+
+def test_baseline_deltas_come_from_settings():
+    limits = Thresholds.from_settings(Settings().with_(baseline_systolic_delta=30.0, baseline_diastolic_delta=15.0))
+    assert anomaly_types(149, 94, limits, 120.0, 80.0) == ["systolic_high", "diastolic_high"]
+    assert anomaly_types(150, 80, limits, 120.0, 80.0) == ["systolic_high", "rise_from_baseline"]
+    assert anomaly_types(120, 65, limits, 120.0, 80.0) == ["drop_from_baseline"]
+    assert Thresholds.from_settings(Settings.from_env({"BP_BASELINE_SYSTOLIC_DELTA": "25"})).baseline_systolic_delta == 25
+
+
+@pytest.mark.parametrize("changes", [{"baseline_systolic_delta": 0.0}, {"baseline_diastolic_delta": -5.0}])
+def test_a_delta_that_is_not_positive_is_a_usage_error(changes):
+    with pytest.raises(UsageError, match="must be positive"):
+        Thresholds(**changes)
+
+
+baselines = st.one_of(st.just(float("nan")), st.floats(40, 250, allow_nan=False))
+
+
+@settings(max_examples=80)
+@given(st.lists(st.tuples(readings(), baselines, baselines), min_size=1, max_size=40), thresholds())
+def test_vectorised_context_types_match_scalar(batch, limits):
+    systolic = np.array([s for (s, _), _, _ in batch])
+    diastolic = np.array([d for (_, d), _, _ in batch])
+    baseline_s = np.array([b for _, b, _ in batch])
+    baseline_d = np.array([b for _, _, b in batch])
+    codes = anomaly_type_codes(systolic, diastolic, limits, baseline_s, baseline_d)
+    expected = [anomaly_types(s, d, limits, bs, bd) for (s, d), bs, bd in batch]
+    assert [list(ANOMALY_TYPE_SETS[code]) for code in codes.tolist()] == expected
+    assert rule_anomaly_mask(systolic, diastolic, limits, baseline_s, baseline_d).tolist() == [bool(t) for t in expected]
