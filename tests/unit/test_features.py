@@ -1,7 +1,6 @@
-"""bp_core.features: shape, names, values, two-sidedness, speed."""
+"""bp_core.features: shape, names, values, two-sidedness, context features."""
 
 from __future__ import annotations
-
 
 import numpy as np
 import pytest
