@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-from bp_core.features import feature_matrix
+from bp_core.features import model_matrix
 from bp_core.reading import Reading
 from bp_core.rules import ANOMALY_TYPE_SETS, Thresholds, anomaly_type_codes, category_codes
 
@@ -32,6 +32,9 @@ class ScoredBatch:
     model_anomaly: list[bool]
     model_probability: list[float | None]
     anomaly_types: list[tuple[str, ...]]
+    systolic: np.ndarray                # the values scored, as the model saw them
+    diastolic: np.ndarray
+    context: object = None              # their ``bp_core.context.ContextColumns``, or None
 
     def __len__(self) -> int:
         return len(self.readings)
@@ -46,23 +49,29 @@ class ScoredBatch:
 
 
 def score_readings(readings: Sequence[Reading], thresholds: Thresholds, model=None,
-                model_threshold: float = 0.5) -> ScoredBatch:
+                   model_threshold: float = 0.5, context=None) -> ScoredBatch:
     """Apply the rules and (when given) the model to a whole batch in vectorised calls.
 
     Args:
         readings: the valid readings of the batch.
-        thresholds: the clinical anomaly thresholds.
+        thresholds: the clinical anomaly thresholds (and the baseline deltas).
         model: a ``bp_core.model.serving.ServedModel`` or None (rules-only mode).
         model_threshold: probability at or above which the model flags an anomaly.
+        context: the readings' ``bp_core.context.ContextColumns`` (their patients'
+            history), or None: no context anomalies, and a context model sees none.
     Returns:
         The batch's columns, in the order of ``readings``.
     """
     n = len(readings)
     systolic = np.fromiter([r.systolic_mm_hg for r in readings], dtype=np.float64, count=n)
     diastolic = np.fromiter([r.diastolic_mm_hg for r in readings], dtype=np.float64, count=n)
-    type_codes = anomaly_type_codes(systolic, diastolic, thresholds)
+    if context is None:
+        type_codes = anomaly_type_codes(systolic, diastolic, thresholds)
+    else:
+        type_codes = anomaly_type_codes(systolic, diastolic, thresholds, context.baseline_systolic,
+                                        context.baseline_diastolic)
     if model is not None and n:
-        probabilities = np.asarray(model.predict_proba(feature_matrix(systolic, diastolic)), dtype=np.float64)
+        probabilities = model_probabilities(model, systolic, diastolic, context)
         model_anomaly = (probabilities >= model_threshold).tolist()
         probability_list = probabilities.tolist()
     else:
@@ -75,4 +84,13 @@ def score_readings(readings: Sequence[Reading], thresholds: Thresholds, model=No
         model_anomaly=model_anomaly,
         model_probability=probability_list,
         anomaly_types=[ANOMALY_TYPE_SETS[code] for code in type_codes.tolist()],
+        systolic=systolic,
+        diastolic=diastolic,
+        context=context,
     )
+
+
+def model_probabilities(model, systolic: np.ndarray, diastolic: np.ndarray, context=None) -> np.ndarray:
+    """P(anomaly) of each reading from ``model``, on the features it expects."""
+    features = model_matrix(systolic, diastolic, context, model.feature_names)
+    return np.asarray(model.predict_proba(features), dtype=np.float64)

@@ -23,6 +23,17 @@ def _float(env: dict, name: str, default: float) -> float:
         raise UsageError(f"{name} must be a number, got {raw!r}") from None
 
 
+def _switch(env: dict, name: str, default: bool) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("on", "true", "1", "yes"):
+        return True
+    if raw in ("off", "false", "0", "no"):
+        return False
+    raise UsageError(f"{name} must be on or off, got {env.get(name)!r}")
+
+
 def _int(env: dict, name: str, default: int) -> int:
     raw = env.get(name)
     if raw in (None, ""):
@@ -66,6 +77,7 @@ class Settings:
     gate_alert_rate_band: float = 0.10
     gate_brier_margin: float = 0.01
     gate_min_shadow_readings: int = 5000
+    patient_context: bool = True           # judge readings against the patient's history
 
     @property
     def dlq_topic(self) -> str:
@@ -109,6 +121,7 @@ class Settings:
             gate_alert_rate_band=_float(env, "BP_GATE_ALERT_RATE_BAND", cls.gate_alert_rate_band),
             gate_brier_margin=_float(env, "BP_GATE_BRIER_MARGIN", cls.gate_brier_margin),
             gate_min_shadow_readings=_int(env, "BP_GATE_MIN_SHADOW_READINGS", cls.gate_min_shadow_readings),
+            patient_context=_switch(env, "BP_PATIENT_CONTEXT", cls.patient_context),
         )
 
     def with_(self, **changes) -> "Settings":
@@ -132,6 +145,7 @@ class Settings:
             "alerts_topic": self.alerts_topic,
             "patients_topic": self.patients_topic,
             "baseline_delta": [self.baseline_systolic_delta, self.baseline_diastolic_delta],
+            "patient_context": self.patient_context,
             "thresholds": {
                 "systolic": [self.systolic_low, self.systolic_high],
                 "diastolic": [self.diastolic_low, self.diastolic_high],

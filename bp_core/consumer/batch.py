@@ -1,13 +1,16 @@
-"""One polled batch, from Kafka records to what each sink must store: pure, no I/O.
+"""One polled batch, from Kafka records to what each sink must store (no I/O but the
+patient state's restore).
 
 ``BatchRouter.route`` is the consumer's hot path, per batch: parse every message (the
 common form in one pass, anything else through the full validator), refuse readings
-dated in the future, set retractions apart, score the other readings together
-(``bp_core.scoring``), and sort the outcome into the sinks' shares: anomaly documents
-for Elasticsearch (``_id`` = the reading key) and their RiskAssessments for the alerts
-topic, archive records for the normal readings (by partition, with their Kafka
-position), rejected messages with their reason for the dead-letter topic, and the
-corrections (retractions, amendments) whose earlier reading the writer looks up.
+dated in the future, apply every reading to its patient's state (``PatientContext``:
+context columns, status changes, changelog records), set retractions apart, score the
+other readings together (``bp_core.scoring``), and sort the outcome into the sinks'
+shares: anomaly documents for Elasticsearch (``_id`` = the reading key) and their
+RiskAssessments for the alerts topic, a Flag per sustained-hypertension change, archive
+records for the normal readings (by partition, with their Kafka position), rejected
+messages with their reason for the dead-letter topic, and the corrections (retractions,
+amendments) whose earlier reading the writer looks up.
 
 Written for speed, since it runs once per message: columns rather than objects, no
 function call per message beyond the parser, documents built straight into the structs
@@ -20,7 +23,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Iterable
 
+import numpy as np
+
 from bp_core.consumer.documents import AnomalyDocument, ArchiveRecord, KafkaPosition, SourcePosition
+from bp_core.consumer.state import REMOVED
 from bp_core.fhir import alerts
 from bp_core.fhir.ids import reading_key
 from bp_core.fhir.parse import parse_common_form, parse_payload_generic
@@ -61,6 +67,9 @@ class BatchOutcome:
     corrections: list[Correction] = field(default_factory=list)
     normal_keys: set[str] = field(default_factory=set)
     model: tuple[str | None, str | None] = (None, None)              # who scored the anomalies
+    scored: ScoredBatch | None = None
+    status_changes: list = field(default_factory=list)              # bp_core.context.StatusChange
+    changelog: list[tuple[int, bytes, bytes | None]] = field(default_factory=list)
 
     @property
     def anomalies(self) -> int:
@@ -141,7 +150,7 @@ class BatchRouter:
             return self._rules
         return self.assessor(_Named(model_name, model_version))
 
-    def route(self, records: Iterable, model, now: datetime) -> BatchOutcome:
+    def route(self, records: Iterable, model, now: datetime, context=None) -> BatchOutcome:
         """Parse, score and route a batch of Kafka records (anything with ``topic``,
         ``partition``, ``offset``, ``key`` and ``value``), in the order its sinks see it.
 
@@ -149,21 +158,42 @@ class BatchRouter:
             records: the batch.
             model: the served model (``bp_core.model.serving.ServedModel``) or None.
             now: the batch's consumption time (``ingested_at``, ``archived_at``).
+            context: the ``bp_core.consumer.state.PatientContext`` of the partitions, or
+                None (each reading judged alone).
         """
         outcome = BatchOutcome()
         outcome.messages, parsed, parsed_sources, outcome.rejects = parse_records(records, now)
-        readings, sources = [], []
-        for reading, source in zip(parsed, parsed_sources):
-            if reading.retracts:
-                outcome.corrections.append(Correction(reading_key(reading), reading, source[0], source[1], None))
-            else:
-                readings.append(reading)
-                sources.append(source)
         outcome.readings = len(parsed)
-        scored = score_readings(readings, self.thresholds, model, self.model_threshold)
-        self._sort_into_sinks(outcome, scored, sources, model, now)
+        columns = None
+        if context is not None and parsed:
+            columns, outcome.status_changes, outcome.changelog = context.apply(
+                parsed, [record.partition for record, _ in parsed_sources])
+        keep = [i for i, reading in enumerate(parsed) if not reading.retracts]
+        if len(keep) < len(parsed):
+            held = columns.outcome == REMOVED if columns is not None else None
+            for i, reading in enumerate(parsed):
+                if reading.retracts:
+                    record, entry = parsed_sources[i]
+                    outcome.corrections.append(Correction(reading_key(reading), reading, record, entry, None,
+                                                          held=bool(held[i]) if held is not None else False))
+            parsed, parsed_sources = [parsed[i] for i in keep], [parsed_sources[i] for i in keep]
+            columns = columns.take(np.asarray(keep, dtype=np.intp)) if columns is not None else None
+        scored = score_readings(parsed, self.thresholds, model, self.model_threshold, columns)
+        self._sort_into_sinks(outcome, scored, parsed_sources, model, now)
+        if self.alerts_on and outcome.status_changes:
+            if self._rules.device_id not in self._published:  # the Flags' author, before them
+                outcome.alerts.append(self._rules.device)
+                self._published.add(self._rules.device_id)
+            outcome.alerts += [self.flag(change) for change in outcome.status_changes]
         outcome.layers = scored.layer_counts()
+        outcome.scored = scored
         return outcome
+
+    def flag(self, change) -> alerts.FhirMessage:
+        """The Flag of a sustained-hypertension change (active from its start, inactive at its end)."""
+        return alerts.sustained_hypertension_flag(
+            change.patient_id, start=change.episode_start,
+            end=change.effective if change.change == "ended" else None, author=self._rules)
 
     def _sort_into_sinks(self, outcome: BatchOutcome, scored: ScoredBatch, sources: list[tuple], model,
                          now: datetime) -> None:
@@ -175,9 +205,10 @@ class BatchRouter:
         keys, records, documents = outcome.anomaly_keys, outcome.anomaly_records, outcome.anomaly_documents
         normals, corrections, out_alerts = outcome.normals, outcome.corrections, outcome.alerts
         alerts_on, risk_assessment = self.alerts_on, alerts.risk_assessment
-        for reading, (record, entry), category, rule_hit, model_hit, probability, types in zip(
+        context = _context_rows(scored.context, len(scored))
+        for reading, (record, entry), category, rule_hit, model_hit, probability, types, row in zip(
                 scored.readings, sources, scored.categories, scored.rule_anomaly, scored.model_anomaly,
-                scored.model_probability, scored.anomaly_types):
+                scored.model_probability, scored.anomaly_types, context):
             key = reading_key(reading)
             if rule_hit or model_hit:
                 keys.append(key)
@@ -187,7 +218,7 @@ class BatchRouter:
                     reading.diastolic_mm_hg, category, types, rule_hit, model_hit, probability, model_name,
                     model_version, DETECTED_BY[rule_hit + 2 * model_hit], now, reading.status,
                     SourcePosition(record.topic, record.partition, record.offset), reading.device_id,
-                    reading.device_model))
+                    reading.device_model, *row))
                 if alerts_on:
                     out_alerts.append(risk_assessment(
                         reading, category=category, anomaly_types=types, rule_anomaly=rule_hit,
@@ -202,11 +233,24 @@ class BatchRouter:
                     reading.observation_id, reading.patient_id, reading.effective, reading.systolic_mm_hg,
                     reading.diastolic_mm_hg, category, probability, model_name, model_version, now,
                     KafkaPosition(partition, offset, entry), reading.status, reading.device_id,
-                    reading.device_model)))
+                    reading.device_model, *row)))
                 outcome.normal_keys.add(key)
                 routed = "normal"
             if reading.status != "final" and reading.amends:
                 corrections.append(Correction(key, reading, record, entry, routed))
+
+
+_NO_CONTEXT = (None, None, 0, None, None, 0, None)
+
+
+def _context_rows(context, n: int):
+    """Per reading, the documents' context fields (NaN where absent: encoded as null)."""
+    if context is None:
+        return [_NO_CONTEXT] * n
+    return zip(context.baseline_systolic.tolist(), context.baseline_diastolic.tolist(),
+               context.baseline_readings.tolist(), context.home_average_systolic.tolist(),
+               context.home_average_diastolic.tolist(), context.home_average_readings.tolist(),
+               context.arv_systolic.tolist())
 
 
 @dataclass(frozen=True, slots=True)

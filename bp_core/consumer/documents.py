@@ -2,7 +2,9 @@
 
 ``AnomalyDocument`` is the Elasticsearch document (its fields are the index template's,
 ``bp_core.sinks.es_template.ANOMALY_FIELDS``; a unit test keeps them equal) and
-``ArchiveRecord`` the archive's JSON line. Datetimes are RFC 3339 (``Z`` for UTC).
+``ArchiveRecord`` the archive's JSON line. Datetimes are RFC 3339 (``Z`` for UTC). The
+context fields (``bp_core.context``) are null where they do not exist (NaN is encoded as
+null): no baseline before 5 previous readings, no ARV for a first reading.
 """
 
 from __future__ import annotations
@@ -41,6 +43,13 @@ class AnomalyDocument(msgspec.Struct, gc=False):
     source: SourcePosition
     device_id: str | None
     device_model: str | None
+    baseline_systolic: float | None
+    baseline_diastolic: float | None
+    baseline_readings: int
+    home_average_systolic: float | None
+    home_average_diastolic: float | None
+    home_average_readings: int
+    arv_systolic: float | None
 
 
 class KafkaPosition(msgspec.Struct, gc=False):
@@ -68,6 +77,13 @@ class ArchiveRecord(msgspec.Struct, gc=False):
     status: str
     device_id: str | None
     device_model: str | None
+    baseline_systolic: float | None
+    baseline_diastolic: float | None
+    baseline_readings: int
+    home_average_systolic: float | None
+    home_average_diastolic: float | None
+    home_average_readings: int
+    arv_systolic: float | None
 
 
 class SupersededRecord(msgspec.Struct, gc=False, tag="superseded", tag_field="record"):

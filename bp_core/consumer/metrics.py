@@ -22,6 +22,13 @@ class ConsumerMetrics:
         self.model_version = Gauge("bp_model_info", "The model serving now (value 1)", ["name", "version"], registry=r)
         self.sink_available = Gauge("bp_sinks_available", "1 when every sink accepts writes, 0 while paused", registry=r)
         self.sink_available.set(1)
+        self.alerts = Counter("bp_alerts_published_total", "FHIR resources published on the alerts topic", registry=r)
+        self.status_changes = Counter("bp_sustained_hypertension_changes_total",
+                                      "Patients entering (started) or leaving (ended) sustained hypertension",
+                                      ["change"], registry=r)
+        self.sustained = Gauge("bp_patients_sustained_hypertension",
+                               "Patients of the owned partitions in sustained hypertension", registry=r)
+        self.patients = Gauge("bp_patients_in_state", "Patients held in the owned partitions' state", registry=r)
         self.last_lag = 0
 
     def set_lag(self, lag: int) -> None:

@@ -32,6 +32,7 @@ from bp_core.consumer.batch import BatchRouter
 from bp_core.consumer.checkpoint import Checkpoint
 from bp_core.consumer.idle import IdleExit
 from bp_core.consumer.metrics import ConsumerMetrics
+from bp_core.consumer.state import CHANGELOG_CONFIG, PatientContext, changelog_topic
 from bp_core.consumer.stats import ConsumerStats, account, lag_from_broker, update_lag
 from bp_core.consumer.writer import BatchWriter, PreparedBatch, Sinks, hand_over
 from bp_core.crashpoints import crash_point
@@ -109,7 +110,8 @@ class ConsumerService:
         self._exit_code = 0
         self._seen_partitions: set = set()
         self._consumer = self._producer = self._es = self._dlq_reader = self._archive = None
-        self._alerts_producer = self.sinks = None
+        self._fast_producer = self.sinks = None
+        self.context: PatientContext | None = None   # the per-patient state (None: turned off)
         self._ledger = DeadLetterLedger()
 
     # ------------------------------------------------------------------ lifecycle
@@ -161,14 +163,11 @@ class ConsumerService:
             self._dlq_reader.end()  # connects now, not inside the first batch
         except Exception as exc:  # not fatal: the first batch asks again, and waits for an answer
             log.warning("could not read the dead-letter topic's end yet: %s: %s", type(exc).__name__, exc)
-        if self.router.alerts_on:
-            from bp_core.provisioning import ensure_topic
-
-            ensure_topic(settings, settings.alerts_topic, partitions=len(self._consumer.partitions_for_topic(
-                settings.topic) or ()) or 1)
-            self._alerts_producer = clients.fast_producer(settings, "bp-consumer-alerts")
+        self._fast_producer = clients.fast_producer(settings, "bp-consumer-out")
+        self._connect_topics()
         self.sinks = Sinks(self._es, settings.es_index, self._producer, settings.dlq_topic, self._ledger,
-                           self._dlq_reader, self._alerts_producer, settings.alerts_topic or None)
+                           self._dlq_reader, self._fast_producer, settings.alerts_topic or None,
+                           self.context.topic if self.context else None)
         self._archive = ArchiveSink(settings.archive_dir, settings.topic)
         self.writer = BatchWriter(self._archive, self.router)
         self.checkpoint = Checkpoint(self._consumer, self._ledger, self._dlq_reader)
@@ -183,6 +182,21 @@ class ConsumerService:
                                                  background=True)
         self._model_provider.start()
         self._report_model()
+
+    def _connect_topics(self) -> None:
+        """The alerts topic and the state's changelog, with the source topic's partition count."""
+        from bp_core.provisioning import ensure_topic
+
+        settings = self.settings
+        partitions = len(self._consumer.partitions_for_topic(settings.topic) or ()) or 1
+        if self.router.alerts_on:
+            ensure_topic(settings, settings.alerts_topic, partitions=partitions)
+        if settings.patient_context:
+            topic = changelog_topic(settings.consumer_group)
+            ensure_topic(settings, topic, partitions=partitions, config=CHANGELOG_CONFIG)
+            self.context = PatientContext(topic, lambda: clients.kafka_consumer(
+                settings, "bp-consumer-state-restore", max_partition_fetch_bytes=16 * 1024 * 1024,
+                fetch_max_bytes=64 * 1024 * 1024))
 
     def _ensure_template(self) -> None:
         """Create the index template; wait (with backoff) while Elasticsearch is down.
@@ -213,7 +227,7 @@ class ConsumerService:
                        lambda: self._consumer and self._consumer.close(autocommit=False),
                        lambda: self._dlq_reader and self._dlq_reader.close(),
                        lambda: self._producer and self._producer.close(timeout=10),
-                       lambda: self._alerts_producer and self._alerts_producer.flush(10),
+                       lambda: self._fast_producer and self._fast_producer.flush(10),
                        lambda: self._es and self._es.close()):
             try:
                 closer()
@@ -283,7 +297,8 @@ class ConsumerService:
         if self.stats.first_batch_at is None:
             self.stats.first_batch_at = time.monotonic()
         now = datetime.now(timezone.utc)
-        outcome = self.router.route(chain.from_iterable(batch.values()), self._model_provider.current, now)
+        outcome = self.router.route(chain.from_iterable(batch.values()), self._model_provider.current, now,
+                                    self.context)
         return self.sinks.batch(batch, outcome, now)
 
     # ------------------------------------------------------------------ complete, retry, drop
@@ -309,6 +324,9 @@ class ConsumerService:
         self.checkpoint.commit(prepared.offsets)
         account(self.stats, self.metrics, prepared)
         update_lag(self.metrics, self._consumer, self.checkpoint.durable)
+        if self.context is not None:
+            self.metrics.sustained.set(self.context.in_sustained_hypertension)
+            self.metrics.patients.set(self.context.patients)
         self.idle.activity()
         return True
 
@@ -371,6 +389,8 @@ class ConsumerService:
         for tp, offset in targets.items():
             if tp in owned:
                 self._consumer.seek(tp, offset)
+        if self.context is not None:  # the given-up batches changed the state: back to the changelog
+            self.context.revoked([tp.partition for tp in targets])
         self.idle.activity()  # what was given up is to be read again
 
     # ------------------------------------------------------------------ rebalance
@@ -391,6 +411,8 @@ class ConsumerService:
                             "the next owner may write them again", sorted(tp.partition for tp in revoked))
         self._archive.forget([tp.partition for tp in revoked])
         self.checkpoint.revoked(revoked)
+        if self.context is not None:
+            self.context.revoked([tp.partition for tp in revoked])
 
     def _on_assigned(self, assigned) -> None:
         assigned = list(assigned)
@@ -402,6 +424,8 @@ class ConsumerService:
             if fresh:
                 self._consumer.seek_to_beginning(*fresh)
         self._seen_partitions.update(assigned)
+        if self.context is not None:  # before the partitions' first batch is scored
+            self.context.assigned([tp.partition for tp in assigned if tp.topic == self.settings.topic])
         if self._paused and assigned:
             self._consumer.pause(*assigned)
 

@@ -33,7 +33,9 @@ class ConsumerStats:
     index_s: float = 0.0
     archive_s: float = 0.0
     alerts_s: float = 0.0
+    state_s: float = 0.0
     dlq_s: float = 0.0
+    status_changes: int = 0
 
     def line(self, until: float | None = None) -> str:
         """The totals on one line; the rate counts from the first batch (not from start-up:
@@ -48,7 +50,7 @@ class ConsumerStats:
         """Where the time went, on one line (seconds)."""
         return (f"poll={self.poll_s:.2f}s prepare={self.prepare_s:.2f}s wait={self.wait_s:.2f}s "
                 f"elasticsearch={self.index_s:.2f}s archive={self.archive_s:.2f}s alerts={self.alerts_s:.2f}s "
-                f"dlq={self.dlq_s:.2f}s")
+                f"state={self.state_s:.2f}s dlq={self.dlq_s:.2f}s")
 
 
 def account(stats: ConsumerStats, metrics: ConsumerMetrics, batch) -> None:
@@ -65,6 +67,12 @@ def account(stats: ConsumerStats, metrics: ConsumerMetrics, batch) -> None:
     stats.index_s += seconds.get("elasticsearch", 0.0)
     stats.archive_s += seconds.get("archive", 0.0)
     stats.alerts_s += seconds.get("alerts", 0.0)
+    stats.state_s += seconds.get("state", 0.0)
+    stats.status_changes += len(batch.status_changes)
+    for change in batch.status_changes:
+        metrics.status_changes.labels(change.change).inc()
+    if batch.alerts is not None:
+        metrics.alerts.inc(len(batch.alerts))
     stats.dlq_s += seconds.get("dlq", 0.0)
     metrics.messages.inc(batch.messages)
     metrics.valid.inc(batch.readings)

@@ -1,8 +1,8 @@
 """A prepared batch and the writer that makes it durable in every sink.
 
 ``BatchWriter.write`` first resolves the batch's corrections (``corrections.resolve``),
-then flushes Elasticsearch and, on a thread of its own meanwhile, the archive (fsync)
-and the alerts topic (acknowledged); then the dead-letter topic (acknowledged), which
+then flushes Elasticsearch and, on a thread of its own meanwhile, the archive (fsync),
+the alerts topic and the patient-state changelog (acknowledged); then the dead-letter topic (acknowledged), which
 also receives what Elasticsearch refused. Each sink resends only what it lacks, so a
 write retried after a failure writes nothing twice. ``submit`` runs it on the writer
 thread, so the next batch is prepared while this one is written.
@@ -34,6 +34,7 @@ class PreparedBatch:
     archive: ArchiveBatch | None
     dlq: DeadLetterSink
     alerts: KafkaRecordSink | None = None
+    changelog: KafkaRecordSink | None = None   # the patient-state changes it made
     now: object = None                 # the batch's consumption time
     messages: int = 0
     readings: int = 0
@@ -50,6 +51,7 @@ class PreparedBatch:
     anomaly_keys: list = field(default_factory=list)
     model: tuple = (None, None)        # (name, version) of the model that scored it
     normal_keys: set = field(default_factory=set)
+    status_changes: list = field(default_factory=list)  # bp_core.context.StatusChange
     revoked: bool = False              # its partitions were revoked while it was written
     future: Future | None = None       # set by ``BatchWriter.submit``
 
@@ -64,8 +66,9 @@ class Sinks:
     dlq_topic: str
     ledger: object                     # bp_core.dead_letters.ledger.DeadLetterLedger
     dlq_reader: object
-    alerts_producer: object | None     # confluent_kafka.Producer, None: no alerts
-    alerts_topic: str | None
+    fast_producer: object | None       # confluent_kafka.Producer (alerts, changelog)
+    alerts_topic: str | None           # None: no alerts
+    changelog_topic: str | None        # None: no patient state
 
     def batch(self, polled: dict, outcome, now) -> PreparedBatch:
         """A prepared batch of a poll (``{TopicPartition: records}``) and its routed outcome
@@ -76,16 +79,21 @@ class Sinks:
             es=ElasticsearchSink(self.es, self.es_index),
             archive=ArchiveBatch(outcome.normals),
             dlq=DeadLetterSink(self.dlq_producer, self.dlq_topic, ledger=self.ledger, reader=self.dlq_reader),
-            alerts=KafkaRecordSink(self.alerts_producer, "alerts") if self.alerts_producer is not None else None,
+            alerts=KafkaRecordSink(self.fast_producer, "alerts") if self.alerts_topic else None,
+            changelog=(KafkaRecordSink(self.fast_producer, "patient-state changelog") if self.changelog_topic
+                       else None),
             now=now, messages=outcome.messages, readings=outcome.readings, anomalies=outcome.anomalies,
             normals=outcome.normal_count, rejected=len(outcome.rejects), by_layer=outcome.layers,
             corrections=outcome.corrections, anomaly_keys=outcome.anomaly_keys, model=outcome.model,
-            normal_keys=outcome.normal_keys,
+            normal_keys=outcome.normal_keys, status_changes=outcome.status_changes,
         )
         prepared.es.extend(outcome.anomaly_keys, outcome.anomaly_documents, outcome.anomaly_records)
         if prepared.alerts is not None:
             for message in outcome.alerts:
                 prepared.alerts.add(self.alerts_topic, message.key, message.value)
+        if prepared.changelog is not None:
+            for partition, key, value in outcome.changelog:
+                prepared.changelog.add(self.changelog_topic, key, value, partition=partition)
         for record, reason in outcome.rejects:
             prepared.dlq.reject(record, reason)
         return prepared
@@ -156,10 +164,14 @@ class BatchWriter:
         self._archiver.shutdown(wait=True)
 
     def _write_side(self, batch: PreparedBatch) -> dict:
-        """The archive, then the alerts topic: what is written while Elasticsearch indexes."""
+        """The archive, the alerts topic, the patient-state changelog: what is written while
+        Elasticsearch indexes."""
         started = time.monotonic()
         self.archive.write(batch.archive)
         archived = time.monotonic()
         if batch.alerts is not None and len(batch.alerts):
             batch.alerts.flush()
-        return {"archive": archived - started, "alerts": time.monotonic() - archived}
+        alerted = time.monotonic()
+        if batch.changelog is not None and len(batch.changelog):
+            batch.changelog.flush()
+        return {"archive": archived - started, "alerts": alerted - archived, "state": time.monotonic() - alerted}

@@ -32,6 +32,14 @@ ANOMALY_FIELDS: dict[str, dict] = {
     },
     "device_id": {"type": "keyword"},              # the Observation's measuring device
     "device_model": {"type": "keyword"},           # its model: the device fleet
+    # The patient's context (bp_core.context): null without a baseline / history.
+    "baseline_systolic": {"type": "float"},
+    "baseline_diastolic": {"type": "float"},
+    "baseline_readings": {"type": "integer"},
+    "home_average_systolic": {"type": "float"},
+    "home_average_diastolic": {"type": "float"},
+    "home_average_readings": {"type": "integer"},
+    "arv_systolic": {"type": "float"},
 }
 
 

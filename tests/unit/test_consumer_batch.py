@@ -59,6 +59,11 @@ def key(i: int) -> str:
     return f"Patient/pat-{i % 3}/Observation/obs-{i}"
 
 
+NO_CONTEXT = {"baseline_systolic": None, "baseline_diastolic": None, "baseline_readings": 0,
+              "home_average_systolic": None, "home_average_diastolic": None, "home_average_readings": 0,
+              "arv_systolic": None}
+
+
 def as_es_sees_it(document) -> dict:
     return orjson.loads(msgspec.json.encode(document))
 
@@ -66,7 +71,8 @@ def as_es_sees_it(document) -> dict:
 def test_anomaly_document_fields_are_the_index_templates():
     fields = set(as_es_sees_it(AnomalyDocument(EFFECTIVE, "o", "p", 150.0, 95.0, "hypertension_stage_2", (), True,
                                                False, None, None, None, ("rules",), NOW, "final",
-                                               SourcePosition("t", 0, 1), None, None)))
+                                               SourcePosition("t", 0, 1), None, None, None, None, 0, None,
+                                               None, 0, None)))
     assert fields == set(ANOMALY_FIELDS)
     assert set(msgspec.structs.fields(SourcePosition)[i].encode_name for i in range(3)) == set(
         ANOMALY_FIELDS["source"]["properties"])
@@ -94,6 +100,7 @@ def test_anomaly_document_as_indexed():
         "model_probability": None, "model_name": None, "model_version": None, "detected_by": ["rules"],
         "ingested_at": "2026-03-01T12:00:00Z", "status": "final",
         "source": {"topic": "blood-pressure", "partition": 0, "offset": 0}, "device_id": None, "device_model": None,
+        **NO_CONTEXT,
     }
 
 
@@ -107,7 +114,7 @@ def test_archive_record_as_written():
         "systolic": 118.0, "diastolic": 76.0, "category": "normal", "model_probability": 0.1,
         "model_name": "bp-anomaly-classifier", "model_version": "4", "archived_at": "2026-03-01T12:00:00Z",
         "kafka": {"partition": 2, "offset": 0, "entry": 0}, "status": "final", "device_id": None,
-        "device_model": None,
+        "device_model": None, **NO_CONTEXT,
     }
 
 
@@ -241,3 +248,56 @@ def test_documents_name_the_measuring_device():
         ("cuff-c-000042", "cuff model C")
     [(_, line)] = outcome.normals[0]
     assert line.device_model == "cuff model C"
+
+
+def patient_readings(values, *, start=datetime(2026, 2, 20, 8, 0, tzinfo=timezone.utc), every_h=12):
+    """Observations of one patient (pat-0), ``every_h`` hours apart."""
+    from datetime import timedelta
+
+    return [observation_bytes(observation_id=f"h-{i}", patient_id="pat-0", effective=start + timedelta(hours=every_h * i),
+                              systolic_mm_hg=s, diastolic_mm_hg=d) for i, (s, d) in enumerate(values)]
+
+
+def context_with_empty_store(partition=0):
+    from bp_core.consumer.state import PatientContext
+    from bp_core.context import PatientStore
+
+    context = PatientContext("changelog", reader=None)
+    context.stores[partition] = PatientStore()  # assigned, nothing to restore
+    return context
+
+
+def test_a_rise_from_the_patients_baseline_is_a_rule_anomaly_with_its_context():
+    router = BatchRouter(Thresholds(), 0.5, alerts_topic="alerts")
+    outcome = router.route(records(*patient_readings([(118, 76)] * 6 + [(139, 76)])), None, NOW,
+                           context_with_empty_store())
+    assert outcome.normal_count == 6  # 139/76: inside the brief's limits, but 21 above the baseline
+    [document] = outcome.anomaly_documents
+    assert document.anomaly_types == ("rise_from_baseline",) and document.rule_anomaly
+    assert (document.baseline_systolic, document.baseline_diastolic, document.baseline_readings) == (118.0, 76.0, 6)
+    assert document.home_average_readings == 7 and document.arv_systolic == 3.5  # 21 mmHg over 6 steps
+    [(_, first)] = outcome.normals[0][:1]
+    assert as_es_sees_it(first)["baseline_systolic"] is None and first.baseline_readings == 0  # no history yet
+    assert {partition for partition, _, _ in outcome.changelog} == {0}
+    assert [key for _, key, _ in outcome.changelog] == [b"pat-0"]
+
+
+def test_a_retraction_of_a_reading_the_state_holds_is_known():
+    context = context_with_empty_store()
+    router = BatchRouter(Thresholds(), 0.5)
+    router.route(records(*patient_readings([(118, 76)] * 3)), None, NOW, context)
+    retraction = orjson.loads(patient_readings([(118, 76)])[0])
+    outcome = router.route(records(orjson.dumps({**retraction, "status": "entered-in-error"})), None, NOW, context)
+    [correction] = outcome.corrections
+    assert correction.held and correction.routed is None
+
+
+def test_sustained_hypertension_is_flagged_when_it_starts_only():
+    router = BatchRouter(Thresholds(), 0.5, alerts_topic="alerts")
+    context = context_with_empty_store()
+    outcome = router.route(records(*patient_readings([(142, 88)] * 14)), None, NOW, context)
+    flags = [m for m in outcome.alerts if m.resource_type == "Flag"]
+    assert len(flags) == 1 and [c.change for c in outcome.status_changes] == ["started"]
+    assert orjson.loads(flags[0].value)["status"] == "active"
+    devices = [m.id for m in outcome.alerts if m.resource_type == "Device"]
+    assert devices.count(router.assessor(None).device_id) == 1  # the rules' Device, before any of its Flags
