@@ -4,6 +4,11 @@
     ├── UsageError               a bad command-line argument or setting
     ├── InvalidObservation       a message that is not a usable FHIR BP Observation
     ├── ModelUnavailable         no model can be served (none promoted, store unreachable)
+    ├── PromotionError           the gate could not decide or apply a decision; nothing moved
+    │   ├── ChampionMoved        'champion' moved after this promote/rollback read it
+    │   ├── PromotionInProgress  another promote/rollback holds the registry lock
+    │   ├── ChampionUnloadable   the serving champion cannot be loaded to compare against
+    │   └── EvaluationFailed     the challenger could not be evaluated on the hold-out
     └── SinkError                a sink could not make a batch durable
         └── SinkUnavailable      ...for a reason that may pass (server down, disk full)
 
@@ -33,6 +38,26 @@ class InvalidObservation(BPError):
 
 class ModelUnavailable(BPError):
     """No model can be served: none promoted yet, or the model store is unreachable."""
+
+
+class PromotionError(BPError):
+    """The promotion gate could not decide or apply a decision; the registry is as it was."""
+
+
+class ChampionMoved(PromotionError):
+    """'champion' moved after this promote or rollback read it: run it again."""
+
+
+class PromotionInProgress(PromotionError):
+    """Another promote or rollback holds the registry lock."""
+
+
+class ChampionUnloadable(PromotionError):
+    """The version 'champion' points at cannot be loaded, so nothing can be compared with it."""
+
+
+class EvaluationFailed(PromotionError):
+    """The challenger could not be scored on the hold-out."""
 
 
 class SinkError(BPError):
