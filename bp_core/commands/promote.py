@@ -49,10 +49,13 @@ def run(args, settings) -> int:
     if settings.mlflow_tracking_uri.startswith(("http://", "https://")):
         # An operator at a terminal: a tracking server that is down fails in seconds, not
         # after MLflow's default 7 retries (minutes). The environment can still say otherwise.
+        import logging
+
         from bp_core.model.serving import FAST_FAIL_ENV
 
         for key, value in FAST_FAIL_ENV.items():
             os.environ.setdefault(key, value)
+        logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)  # each retry; the failure is ours to say
     try:
         if args.evidence:
             lines = _evidence(settings)
@@ -88,4 +91,7 @@ def _evidence(settings) -> list[str]:
 
 
 def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+    text = str(exc).strip()
+    if "Max retries exceeded" in text or "Connection refused" in text or "Read timed out" in text:
+        return "the tracking server does not answer (connection refused or timed out)"
+    return (text.splitlines() or [type(exc).__name__])[0][:300]

@@ -1,9 +1,10 @@
 """A promotion decision: what was decided, why, and every figure behind it (pure).
 
 ``PromotionDecision`` is what ``promote``, ``promote_version`` and ``rollback`` return. It
-turns into the model-version tags the registry keeps (``tags()``: readable ``promotion.*``
-figures plus ``promotion.record``, the whole decision as JSON) and back
-(``from_record``), and into the table ``bp promote`` prints (``summary()``).
+turns into the model-version tags the registry keeps (``tags()``: the decision, its
+reason and checks readable, plus ``promotion.record``, the whole decision and every
+figure as JSON) and back (``from_record``), and into the table ``bp promote`` prints
+(``summary()``).
 """
 
 from __future__ import annotations
@@ -97,35 +98,22 @@ class PromotionDecision:
         return cls(**{**{k: v for k, v in values.items() if k in known}, **changes})
 
     def tags(self) -> dict[str, str]:
-        """The model-version tags of this decision: readable figures, then the JSON record."""
-        tags = {
+        """The model-version tags of this decision: a few readable ones, then the JSON record.
+
+        Few on purpose: against a tracking server each tag is two requests (MLflow checks
+        the model is not a prompt), and every figure is in ``promotion.record`` anyway.
+        """
+        checks = "\n".join(("ok: " if c.passed else "FAILS: ") + c.line() for c in self.checks)
+        return {
             "promotion.id": self.decision_id or "",
             "promotion.decision": self.decision,
             "promotion.reason": self.reason,
             "promotion.decided_at": self.decided_at or "",
-            "promotion.evaluated_at": self.decided_at or "",
             "promotion.champion_version": self.previous_champion_version or "none",
             "promotion.override": str(self.override).lower(),
-            "promotion.primary_metric": self.primary_metric,
+            "promotion.checks": checks or "none (not evaluated)",
+            RECORD_TAG: json.dumps(self.record(), sort_keys=True),
         }
-        if self.parameters is not None:
-            for name, value in dataclasses.asdict(self.parameters).items():
-                tags[f"promotion.{name}"] = f"{value:g}"
-        if self.challenger_metrics:
-            tags.update({"promotion.holdout_rows": str(self.holdout_rows), "promotion.holdout_seed": str(self.holdout_seed),
-                         "promotion.holdout_scenario": self.holdout_scenario or "baseline"})
-            for who, metrics in (("challenger", self.challenger_metrics), ("champion", self.champion_metrics),
-                                 ("rules", self.rules_metrics)):
-                for key in TABLE_METRICS:
-                    tags[f"promotion.{who}_{key}"] = fmt(metrics.get(key)) if metrics is not None else "none"
-        for check in self.checks:
-            tags[f"promotion.check.{check.name}"] = ("ok: " if check.passed else "FAILS: ") + check.line()
-        if self.evidence is not None:
-            for key in ("readings", "members", "champion_alerts", "challenger_alerts", "both", "champion_only",
-                        "challenger_only"):
-                tags[f"promotion.shadow_{key}"] = str(self.evidence.get(key))
-        tags[RECORD_TAG] = json.dumps(self.record(), sort_keys=True)
-        return tags
 
 
 def fmt(value) -> str:

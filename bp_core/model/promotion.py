@@ -37,14 +37,17 @@ import tempfile
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from bp_core.errors import ChampionMoved, ChampionUnloadable, EvaluationFailed, ModelUnavailable, UsageError
 from bp_core.model.decision import RECORD_TAG, STATE_TAG, PromotionDecision
-from bp_core.model.gate import DEFAULT_MARGIN, GUARDED_RECALLS, GateParameters, judge, served_metrics
+from bp_core.model.gate import DEFAULT_MARGIN, GateParameters, judge, served_metrics
 from bp_core.settings import Settings
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +55,6 @@ HOLDOUT_SEED_BASE = 7_000_000  # far from the small seeds used for training data
 READINGS_PER_HOLDOUT_PATIENT = 100
 PENDING_TAG = "bp.gate.pending"
 CRASH_ENV = "BP_GATE_CRASH_AT"
-ROLLBACK_TAGS = ("rollback.at", "rollback.reason", "rollback.to", "rollback.id", "rollback.state")
 
 
 def holdout_seed_for(version: str) -> int:
@@ -88,8 +90,12 @@ def _generate_holdout(settings: Settings, *, readings: int, seed: int, scenario:
 
 
 def _group_sizes(frame: pd.DataFrame) -> dict[str, int]:
+    """Hold-out readings behind each guarded recall (``gate.GUARDED_RECALLS``)."""
+    from bp_core.model.metrics import CRISIS_CATEGORY, HYPOTENSION_CATEGORY
+
     categories = frame["true_category"].to_numpy()
-    return {key: int(np.sum(categories == category)) for key, category in GUARDED_RECALLS}
+    return {"crisis_recall": int(np.sum(categories == CRISIS_CATEGORY)),
+            "hypotension_recall": int(np.sum(categories == HYPOTENSION_CATEGORY))}
 
 
 def _figures(scores: np.ndarray | None, rule_flags: np.ndarray, frame: pd.DataFrame, threshold: float) -> dict:
@@ -179,7 +185,7 @@ def _complete_pending(client, name: str) -> dict | None:
 
 
 def _commit(client, name: str, *, op: str, version: str, expected_champion: str | None, tags: dict[str, str],
-            moves: list[tuple[str, str | None]], state_tag: str, delete_tags: tuple[str, ...] = ()) -> None:
+            moves: list[tuple[str, str | None]], state_tag: str, clear: str | None = None) -> None:
     """Record a decision on ``version``, then move aliases: see the module docstring.
 
     Raises:
@@ -201,7 +207,7 @@ def _commit(client, name: str, *, op: str, version: str, expected_champion: str 
         lock.verify()
         prefix = state_tag.rsplit(".", 1)[0] + "."
         stale = [key for key in get_version_tags(client, name, version)
-                 if (key.startswith(prefix) and key not in tags) or key in delete_tags]
+                 if (key.startswith(prefix) and key not in tags) or (clear and key.startswith(clear))]
         for key in stale:
             client.delete_model_version_tag(name, version, key)
         set_version_tags(client, name, version, {**tags, state_tag: "pending" if moves else "done"})
@@ -350,7 +356,7 @@ def promote_version(settings: Settings, version: str, *, reason: str) -> Promoti
                                  override=True, decision_id=uuid.uuid4().hex, decided_at=_now())
     moves = [(PREVIOUS_CHAMPION, champion)] if champion is not None else []
     _commit(client, name, op="override", version=version, expected_champion=champion, tags=decision.tags(),
-            moves=moves + [(CHAMPION, version)], state_tag="promotion.state", delete_tags=ROLLBACK_TAGS)
+            moves=moves + [(CHAMPION, version)], state_tag="promotion.state", clear="rollback.")
     log.warning("%s version %s made champion by an operator, without the gate: %s", name, version, reason)
     return decision
 

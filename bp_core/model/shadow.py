@@ -317,10 +317,12 @@ class ShadowRecorder:
     # ---------------------------------------------------------------- internals
 
     def _publish_forever(self) -> None:
-        while not self._stopping.is_set():
+        while True:
             self._wake.wait(self._publish_seconds)
             self._wake.clear()
             self.publish_now()
+            if self._stopping.is_set():
+                return  # after one last attempt
 
     def _publish(self, evidence: ShadowEvidence) -> None:
         from mlflow.entities import Metric
