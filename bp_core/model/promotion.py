@@ -274,9 +274,9 @@ def promote(settings: Settings, *, margin: float = DEFAULT_MARGIN, holdout_readi
         decision = _judge(settings, client, challenger, champion, params, holdout_readings=holdout_readings,
                           seed=seed, scenario=version_tags.get("training.scenario"), decision_id=decision_id,
                           decided_at=decided_at)
-    moves = [(PREVIOUS_CHAMPION, champion)] if champion is not None else []
+    moves = ([(PREVIOUS_CHAMPION, champion)] if champion is not None else []) + [(CHAMPION, challenger)]
     _commit(client, name, op="promote", version=challenger, expected_champion=champion, tags=decision.tags(),
-            moves=moves + [(CHAMPION, challenger)] if decision.promoted else [], state_tag="promotion.state")
+            moves=moves if decision.promoted else [], state_tag=STATE_TAG)
     log.info("promotion of %s v%s: %s (%s)", name, challenger, decision.decision, decision.reason)
     return decision
 
@@ -356,7 +356,7 @@ def promote_version(settings: Settings, version: str, *, reason: str) -> Promoti
                                  override=True, decision_id=uuid.uuid4().hex, decided_at=_now())
     moves = [(PREVIOUS_CHAMPION, champion)] if champion is not None else []
     _commit(client, name, op="override", version=version, expected_champion=champion, tags=decision.tags(),
-            moves=moves + [(CHAMPION, version)], state_tag="promotion.state", clear="rollback.")
+            moves=moves + [(CHAMPION, version)], state_tag=STATE_TAG, clear="rollback.")
     log.warning("%s version %s made champion by an operator, without the gate: %s", name, version, reason)
     return decision
 

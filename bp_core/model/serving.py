@@ -191,7 +191,8 @@ class ModelProvider:
             if not self._failing:
                 log.warning("cannot refresh the model from %s (%s: %s); %s", source, type(exc).__name__,
                             _first_line(exc), "keeping version " + self._latest.version if self._latest
-                            else "rules-only until it is reachable")
+                            else "rules-only until it is reachable" if self._keep_when_absent
+                            else f"no {self.alias} until it is reachable")
                 self._failing = True
             return None
         if self._failing:
