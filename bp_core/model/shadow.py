@@ -4,9 +4,11 @@ The consumer scores every batch with the challenger as well, never routes on it,
 the three score arrays to a ``ShadowRecorder``; the gate reads the totals back with
 ``read_evidence``. The consumer's side::
 
+    # with the registry only (not with BP_MODEL_PATH: a file has no challenger)
     challenger = ModelProvider(settings, alias=CHALLENGER, background=True)   # serving.py
     recorder = ShadowRecorder(settings, registry=metrics.registry)           # Prometheus registry
     challenger.start(); recorder.start()
+    # between batches, as for the champion:  challenger.maybe_refresh()
     # per batch, when challenger.current exists and is not the serving champion:
     recorder.record(challenger.current.version, champion.version if champion else None,
                     rule_flags, champion_probabilities_or_None, challenger_probabilities)
