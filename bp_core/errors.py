@@ -8,7 +8,7 @@
     │   ├── ChampionMoved        'champion' moved after this promote/rollback read it
     │   ├── PromotionInProgress  another promote/rollback holds the registry lock
     │   ├── ChampionUnloadable   the serving champion cannot be loaded to compare against
-    │   └── EvaluationFailed     the challenger could not be evaluated on the hold-out
+    │   └── EvaluationFailed     the hold-out or the challenger's scores could not be made
     └── SinkError                a sink could not make a batch durable
         └── SinkUnavailable      ...for a reason that may pass (server down, disk full)
 
@@ -57,7 +57,7 @@ class ChampionUnloadable(PromotionError):
 
 
 class EvaluationFailed(PromotionError):
-    """The challenger could not be scored on the hold-out."""
+    """The hold-out could not be simulated, or the challenger could not be scored on it."""
 
 
 class SinkError(BPError):

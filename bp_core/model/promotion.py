@@ -288,7 +288,11 @@ def _judge(settings: Settings, client, challenger: str, champion: str | None, pa
     from bp_core.model.training import rules_scores
 
     holdout_seed = holdout_seed_for(challenger) if seed is None else seed
-    frame = _generate_holdout(settings, readings=holdout_readings, seed=holdout_seed, scenario=scenario)
+    try:
+        frame = _generate_holdout(settings, readings=holdout_readings, seed=holdout_seed, scenario=scenario)
+    except Exception as exc:  # e.g. a scenario this simulator does not know, a full disk
+        raise EvaluationFailed(f"cannot simulate the hold-out (seed {holdout_seed}, scenario {scenario or 'baseline'}: "
+                               f"{_one_line(exc)}); nothing changed") from exc
     rule_flags = rules_scores(frame, settings)
     threshold = params.threshold
     try:
