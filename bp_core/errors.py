@@ -8,6 +8,11 @@
     │   └── TopicMissing         a topic to read does not exist
     ├── ReplayFailed             a dead-letter replay was not acknowledged
     ├── StateFormatError         a stored patient state this version cannot read
+    ├── PromotionError           the gate could not decide or apply a decision; nothing moved
+    │   ├── ChampionMoved        'champion' moved after this promote/rollback read it
+    │   ├── PromotionInProgress  another promote/rollback holds the registry lock
+    │   ├── ChampionUnloadable   the serving champion cannot be loaded to compare against
+    │   └── EvaluationFailed     the hold-out or the challenger's scores could not be made
     └── SinkError                a sink could not make a batch durable
         └── SinkUnavailable      ...for a reason that may pass (server down, disk full)
 
@@ -55,6 +60,26 @@ class ReplayFailed(BPError):
 class StateFormatError(BPError):
     """A changelog value is not a patient state this version can read (other format
     version, truncated or inconsistent)."""
+
+
+class PromotionError(BPError):
+    """The promotion gate could not decide or apply a decision; the registry is as it was."""
+
+
+class ChampionMoved(PromotionError):
+    """'champion' moved after this promote or rollback read it: run it again."""
+
+
+class PromotionInProgress(PromotionError):
+    """Another promote or rollback holds the registry lock."""
+
+
+class ChampionUnloadable(PromotionError):
+    """The version 'champion' points at cannot be loaded, so nothing can be compared with it."""
+
+
+class EvaluationFailed(PromotionError):
+    """The hold-out could not be simulated, or the challenger could not be scored on it."""
 
 
 class SinkError(BPError):

@@ -3,8 +3,12 @@
 - ``training``   fit the classifier, log the run, register the version as 'challenger'
 - ``metrics``    the figures every comparison uses (pure)
 - ``registry``   one small MLflow registry helper per lifecycle step
-- ``promotion``  champion/challenger gate and rollback
-- ``serving``    ``ModelProvider``: the champion for the consumer, refreshed by alias
+- ``registry_lock``  mutual exclusion of promotions and rollbacks, in the registry
+- ``gate``       the promotion gate's rules: pure comparisons (hold-out, live evidence)
+- ``decision``   a promotion decision, its record (version tags) and its table
+- ``promotion``  promote (the gate), promote a version (operator), rollback
+- ``shadow``     live evidence about the challenger: accumulate, publish, read back
+- ``serving``    ``ModelProvider``: the champion (or another alias) for the consumer
 
 Submodules import MLflow and scikit-learn lazily where they can: importing this
 package is cheap.

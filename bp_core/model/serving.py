@@ -1,14 +1,17 @@
 """Serve the promoted model to the consumer, and follow promotions without a restart.
 
-``ModelProvider`` polls the registry alias (``settings.model_alias``, 'champion') every
-``refresh_seconds``; when it points at another version it loads
+``ModelProvider`` polls the registry alias (``settings.model_alias``, 'champion', or the
+``alias`` it is given, e.g. 'challenger' for shadow scoring) every ``refresh_seconds``;
+when it points at another version it loads
 ``models:/NAME/<version number>`` (the number, not the alias: the alias could move again
 between the lookup and the download) and swaps it in. With ``BP_MODEL_PATH`` it serves
 a joblib file instead and reloads it when the file's mtime changes.
 
 The provider never raises: with no champion, or MLflow unreachable, the consumer runs
 on the rules alone (``current is None``) or keeps the model it has, and a warning is
-logged once per outage, not at every poll.
+logged once per outage, not at every poll. A provider of another alias than the serving
+one drops its model when the alias is removed (nothing to shadow), and one that cannot
+load its first version has none.
 
 With ``background=True`` (the consumer) the checks after the first load run on a
 daemon thread, ``bp-model-refresh``: a registry lookup or a model download never holds
@@ -121,8 +124,11 @@ class ModelProvider:
     """The model the consumer serves now, refreshed from the registry (or a file)."""
 
     def __init__(self, settings: Settings, *, refresh_seconds: float = 30.0,
-                 clock: Callable[[], float] = time.monotonic, background: bool = False) -> None:
+                 clock: Callable[[], float] = time.monotonic, background: bool = False,
+                 alias: str | None = None) -> None:
         self._settings = settings
+        self.alias = alias or settings.model_alias
+        self._keep_when_absent = self.alias == settings.model_alias  # the served model outlives a registry glitch
         self._refresh_seconds = float(refresh_seconds)
         self._clock = clock
         self._background = background
@@ -197,12 +203,17 @@ class ModelProvider:
                     self._mailbox = loaded  # newest wins if the consumer has not taken the last one
 
     def _swap_in(self, loaded: ServedModel) -> None:
+        if loaded is _DROPPED:
+            log.info("no %s@%s any more: dropped version %s", self._settings.model_name, self.alias,
+                     self._current.version if self._current else "none")
+            self._current = None
+            return
         previous, self._current = self._current, loaded
         if loaded.name.startswith("file:"):
             log.info("serving model file %s (sha256 %s)", self._settings.model_path, loaded.version)
         else:
-            log.info("serving %s version %s (%s@%s)%s", loaded.name, loaded.version, loaded.name,
-                     self._settings.model_alias, f", was version {previous.version}" if previous else "")
+            log.info("%s %s version %s (%s@%s)%s", "serving" if self._keep_when_absent else "loaded", loaded.name,
+                     loaded.version, loaded.name, self.alias, f", was version {previous.version}" if previous else "")
 
     def _refresh(self) -> ServedModel | None:
         """Look for a model other than the last one loaded; load and return it, or None."""
@@ -216,14 +227,15 @@ class ModelProvider:
             if not self._failing:
                 log.warning("cannot refresh the model from %s (%s: %s); %s", source, type(exc).__name__,
                             _first_line(exc), "keeping version " + self._latest.version if self._latest
-                            else "rules-only until it is reachable")
+                            else "rules-only until it is reachable" if self._keep_when_absent
+                            else f"no {self.alias} until it is reachable")
                 self._failing = True
             return None
         if self._failing:
             log.info("model source %s reachable again", source)
             self._failing = False
         if loaded is not None:
-            self._latest = loaded
+            self._latest = None if loaded is _DROPPED else loaded
         return loaded
 
     def _load_newer_version(self) -> ServedModel | None:
@@ -233,12 +245,14 @@ class ModelProvider:
         settings = self._settings
         if self._client is None:
             self._client = client_for(settings.mlflow_tracking_uri)
-        version = get_alias_version(self._client, settings.model_name, settings.model_alias)
+        version = get_alias_version(self._client, settings.model_name, self.alias)
         if version is None:
+            if not self._keep_when_absent:
+                return _DROPPED if self._latest is not None else None
             # A vanished alias keeps the current model: dropping to rules-only on a
             # registry glitch would be worse than serving the last known champion.
             if not self._absent_warned:
-                log.warning("no %s@%s in the registry: %s", settings.model_name, settings.model_alias,
+                log.warning("no %s@%s in the registry: %s", settings.model_name, self.alias,
                             "keeping version " + self._latest.version if self._latest else "rules-only")
                 self._absent_warned = True
             return None
@@ -261,6 +275,9 @@ class ModelProvider:
         if self._latest is not None and self._latest.version == version:
             return None  # touched, same content
         return served(f"file:{path.name}", version, estimator)
+
+
+_DROPPED: ServedModel = object()  # type: ignore[assignment]  # handed over when a followed alias is removed
 
 
 def _first_line(exc: BaseException) -> str:

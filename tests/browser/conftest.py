@@ -312,12 +312,13 @@ def ui_stack(chromium) -> UiStack:
                       capture_output=True, text=True, timeout=RUN_TIMEOUT)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
-        # Small parameters: a 400-reading data set, a 1000-reading hold-out.
+        # Small parameters: a 400-reading data set, a 5000-reading hold-out (the gate promotes a
+        # first model only when it beats the rules alone; on 1000 readings this tiny one does not).
         _timed("dags test bp_generate_data", dags_test, env, "bp_generate_data", "2026-03-02",
                {"patients": 20, "readings": 400})
         _timed("dags test bp_train_model", dags_test, env, "bp_train_model", "2026-03-02")
         log = _timed("dags test bp_promote_model", dags_test, env, "bp_promote_model", "2026-03-02",
-                     {"holdout_readings": 1000})
+                     {"holdout_readings": 5000})
         assert "promotion decision: promoted" in log, log[-3000:]
 
         # The UI lists serialized DAGs. `dags test` parses the whole folder and writes all

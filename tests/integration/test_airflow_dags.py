@@ -10,6 +10,8 @@ The model lifecycle is one test because its steps build on each other:
    rejected by the gate (a successful run)
 4. `bp promote --rollback` -> champion back to v1
 
+Then a rolled-back version stays out through two runs of `bp_promote_model`.
+
 Each `airflow dags test` takes ~15-20 s here, most of it Airflow start-up; the durations
 are printed (`pytest -s`) and attached as test properties.
 """
@@ -109,11 +111,11 @@ def training_source(client, version: str) -> str:
 
 
 def test_generate_train_promote_reject_rollback(airflow_env):
-    env = airflow_env
+    env = {**airflow_env, "BP_GATE_MIN_SHADOW_READINGS": "0"}  # no consumer shadow-scores here
     training = Path(env["BP_DATA_DIR"]) / "training"
     promote_conf = {"holdout_readings": 5000}
 
-    # 1. A tiny data set: its model is poor, but anything beats no champion.
+    # 1. A tiny data set: its model is poor, but it beats the rules alone on the hold-out.
     dags_test(env, "bp_generate_data", "2026-03-02", {"patients": 10, "readings": 400},
               label="bp_generate_data (tiny)")
     tiny = training / "2026-03-02"
@@ -175,6 +177,32 @@ def test_generate_data_in_the_world_the_variable_names(airflow_env, tmp_path):
               label="bp_generate_data (Variable: older-cohort)")
     manifest = json.loads((tmp_path / "data" / "training" / "2026-03-05" / "manifest.json").read_text())
     assert manifest["scenario"] == "older-cohort"
+
+
+def test_a_rolled_back_version_stays_out_when_the_gate_runs_again(airflow_env, tmp_path):
+    """Rollback, then `bp_promote_model` run twice (a rerun, as a retry or the hourly
+    schedule would): the rolled-back challenger is rejected both times, champion unchanged."""
+    from bp_core.model.promotion import promote, rollback
+    from bp_core.model.training import train_and_register
+    from bp_core.settings import Settings
+    from bp_core.simulation.datasets import generate_dataset
+
+    env = {**airflow_env, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+           "BP_DATA_DIR": str(tmp_path / "data"), "BP_GATE_MIN_SHADOW_READINGS": "0"}
+    bp_settings = Settings.from_env(env)
+    data = generate_dataset(tmp_path / "d", patients=50, readings=5000, seed=1)
+    for _ in range(2):  # v1, then the same pipeline again as v2 (as good: promoted at margin 0)
+        train_and_register(bp_settings, data, seed=1)
+        assert promote(bp_settings, margin=0.0, holdout_readings=5000).promoted
+    rollback(bp_settings, reason="alerts doubled on ward 3")
+    client = mlflow_client(env)
+    assert (alias_version(client, "champion"), alias_version(client, "challenger")) == ("1", "2")
+
+    for label in ("bp_promote_model (rolled-back v2)", "bp_promote_model (rolled-back v2, rerun)"):
+        log = dags_test(env, "bp_promote_model", "2026-03-05", {"holdout_readings": 5000, "margin": 0.0}, label=label)
+        assert "promotion decision: rejected" in log and "alerts doubled on ward 3" in log
+        assert alias_version(client, "champion") == "1"
+    assert client.get_model_version(MODEL, "2").tags["promotion.decision"] == "rejected"
 
 
 def test_stream_simulation_produces_to_kafka(airflow_env, settings, topic, kafka_admin):

@@ -1,12 +1,15 @@
 """The model lifecycle against a real (temporary, SQLite) MLflow store.
 
-train -> 'challenger' -> promote -> 'champion' + tags -> served; a worse model is
-rejected; a better one is promoted and picked up by ``maybe_refresh``; rollback; and the
-provider's never-raise promises (no champion, unreachable tracking server).
+train -> 'challenger' -> promote -> 'champion' + tags -> served; a shuffled-label model
+is kept out by the rules; a worse model is rejected; an as-good one is promoted and picked
+up by ``maybe_refresh``; rollback; a provider following 'challenger'; and the provider's
+never-raise promises (no champion, unreachable tracking server). The gate's own cases, on
+SQLite and a tracking server: test_promotion_gate.py.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -55,13 +58,20 @@ def _shuffled_labels(source: Path, target: Path) -> Path:
 
 
 def test_train_promote_serve_reject_promote_rollback(settings, tmp_path):
+    settings = settings.with_(gate_min_shadow_readings=0)  # no consumer here: live evidence in test_promotion_gate
     good = generate_dataset(tmp_path / "good", patients=PATIENTS, readings=READINGS, seed=1)
     clock = FakeClock()
 
-    # 1. a first model, deliberately weak (heavy regularisation): the first champion.
-    first = train_and_register(settings, good, seed=1, C=1e-4)
-    assert first.model_version == "1"
-    assert _aliases(settings)[CHALLENGER] == "1"
+    # 1. a model trained on shuffled labels: no champion, and it does not beat the rules.
+    shuffled = train_and_register(settings, _shuffled_labels(good, tmp_path / "shuffled"), seed=1)
+    assert shuffled.model_version == "1" and _aliases(settings)[CHALLENGER] == "1"
+    decision = promote(settings, holdout_readings=HOLDOUT)
+    assert decision.decision == "rejected" and "does not beat the rules alone" in decision.reason
+    assert _aliases(settings)[CHAMPION] is None
+
+    # 2. a real model: it beats the rules alone, so it becomes the first champion.
+    first = train_and_register(settings, good, seed=1)
+    assert first.model_version == "2"
     assert first.metrics["pr_auc"] > first.metrics["positive_rate"]
     assert {"pr_auc", "crisis_recall", "hypotension_recall"} <= set(first.rules_metrics)
 
@@ -81,61 +91,73 @@ def test_train_promote_serve_reject_promote_rollback(settings, tmp_path):
     mlflow.set_registry_uri(decoy)
 
     decision = promote(settings, holdout_readings=HOLDOUT)
-    assert decision.promoted and decision.reason == "no champion yet"
-    assert _aliases(settings) == {CHALLENGER: "1", CHAMPION: "1", PREVIOUS_CHAMPION: None}
-    tags = _tags(settings, "1")
-    assert tags["promotion.decision"] == "promoted"
-    assert tags["promotion.primary_metric"] == "pr_auc"
-    assert float(tags["promotion.challenger_pr_auc"]) == pytest.approx(decision.challenger_metrics["pr_auc"], abs=1e-4)
-    assert tags["promotion.champion_pr_auc"] == "none" and tags["promotion.evaluated_at"]
+    assert decision.promoted and decision.reason.startswith("no champion; the challenger beats the rules alone")
+    assert _aliases(settings) == {CHALLENGER: "2", CHAMPION: "2", PREVIOUS_CHAMPION: None}
+    tags = _tags(settings, "2")
+    assert tags["promotion.decision"] == "promoted" and tags["promotion.champion_version"] == "none"
+    assert tags["promotion.state"] == "done" and tags["promotion.decided_at"]
+    record = json.loads(tags["promotion.record"])
+    assert record["challenger_metrics"]["pr_auc"] == pytest.approx(decision.challenger_metrics["pr_auc"])
+    assert record["champion_metrics"] is None and record["rules_metrics"]["served_f1"] > 0
     assert promote(settings, holdout_readings=HOLDOUT).decision == "unchanged"
 
     provider = ModelProvider(settings, refresh_seconds=30, clock=clock)
     provider.start()
     assert provider.current is not None
-    assert (provider.current.name, provider.current.version) == (settings.model_name, "1")
+    assert (provider.current.name, provider.current.version) == (settings.model_name, "2")
     probabilities = provider.current.predict_proba(feature_matrix(np.array([120.0, 200.0]), np.array([78.0, 125.0])))
     assert probabilities.shape == (2,) and probabilities[0] < 0.5 < probabilities[1]
+    following = ModelProvider(settings, refresh_seconds=30, clock=clock, alias=CHALLENGER)  # as shadow scoring does
+    following.start()
+    assert following.current.version == "2"
 
-    # 2. a model trained on shuffled labels: rejected, champion unchanged.
-    worse = train_and_register(settings, _shuffled_labels(good, tmp_path / "shuffled"), seed=1)
-    assert worse.model_version == "2"
+    # 3. a heavily regularised model: worse than the champion, rejected; champion unchanged.
+    worse = train_and_register(settings, good, seed=1, C=1e-4)
+    assert worse.model_version == "3"
     decision = promote(settings, holdout_readings=HOLDOUT)
-    assert decision.decision == "rejected" and "below margin" in decision.reason
-    assert decision.challenger_metrics["pr_auc"] < decision.champion_metrics["pr_auc"]
-    assert _aliases(settings) == {CHALLENGER: "2", CHAMPION: "1", PREVIOUS_CHAMPION: None}
-    tags = _tags(settings, "2")
-    assert tags["promotion.decision"] == "rejected" and tags["promotion.champion_version"] == "1"
-    assert float(tags["promotion.champion_pr_auc"]) > float(tags["promotion.challenger_pr_auc"])
+    assert decision.decision == "rejected" and decision.reason.startswith("on the hold-out:")
+    assert decision.challenger_metrics["brier"] > decision.champion_metrics["brier"] + settings.gate_brier_margin
+    assert _aliases(settings) == {CHALLENGER: "3", CHAMPION: "2", PREVIOUS_CHAMPION: None}
+    tags = _tags(settings, "3")
+    assert tags["promotion.decision"] == "rejected" and tags["promotion.champion_version"] == "2"
+    assert "FAILS: brier" in tags["promotion.checks"]
     clock.now += 31
-    assert provider.maybe_refresh() is False and provider.current.version == "1"
+    assert provider.maybe_refresh() is False and provider.current.version == "2"
+    assert following.maybe_refresh() is True and following.current.version == "3"
 
-    # 3. a good model: promoted, previous-champion kept, picked up by the provider.
-    better = generate_dataset(tmp_path / "better", patients=PATIENTS, readings=READINGS, seed=2)
-    third = train_and_register(settings, better, seed=2, C=1.0)
-    decision = promote(settings, holdout_readings=HOLDOUT)
+    # 4. the same pipeline again, at margin 0: as good, so promoted; previous-champion kept,
+    #    picked up by the provider.
+    again = train_and_register(settings, good, seed=1)
+    assert again.model_version == "4"
+    decision = promote(settings, margin=0.0, holdout_readings=HOLDOUT)
     assert decision.promoted, decision.reason
-    assert _aliases(settings) == {CHALLENGER: "3", CHAMPION: "3", PREVIOUS_CHAMPION: "1"}
-    assert third.model_version == "3"
+    assert _aliases(settings) == {CHALLENGER: "4", CHAMPION: "4", PREVIOUS_CHAMPION: "2"}
 
     assert provider.maybe_refresh() is False  # not due yet: no registry call
     clock.now += 31
     assert provider.maybe_refresh() is True
-    assert provider.current.version == "3"
+    assert provider.current.version == "4"
     assert provider.maybe_refresh() is False  # just checked
 
-    # 4. rollback: champion back to 1; a second rollback has nothing to go back to.
-    decision = rollback(settings)
-    assert decision.decision == "rolled_back" and decision.champion_version == "1"
-    assert _aliases(settings) == {CHALLENGER: "3", CHAMPION: "1", PREVIOUS_CHAMPION: None}
-    assert _tags(settings, "3")["promotion.rolled_back_to"] == "1"
+    # 5. rollback: champion back to 2; version 4 stays out; nothing left to roll back to.
+    decision = rollback(settings, reason="too many alerts overnight")
+    assert decision.decision == "rolled_back" and decision.champion_version == "2"
+    assert _aliases(settings) == {CHALLENGER: "4", CHAMPION: "2", PREVIOUS_CHAMPION: None}
+    assert _tags(settings, "4")["rollback.to"] == "2"
+    assert _tags(settings, "4")["rollback.reason"] == "too many alerts overnight"
+    assert promote(settings, margin=0.0, holdout_readings=HOLDOUT).decision == "rejected"
     clock.now += 31
-    assert provider.maybe_refresh() is True and provider.current.version == "1"
+    assert provider.maybe_refresh() is True and provider.current.version == "2"
     with pytest.raises(ModelUnavailable, match="nothing to roll back to"):
         rollback(settings)
 
-    # 5. the model cache: a fresh provider loads version 1 without downloading again.
-    cached = Path(settings.data_dir) / "mlflow" / "model-cache" / settings.model_name / "1" / "MLmodel"
+    # 6. the challenger alias removed: a provider following it drops its model.
+    client_for(settings.mlflow_tracking_uri).delete_registered_model_alias(settings.model_name, CHALLENGER)
+    clock.now += 31
+    assert following.maybe_refresh() is True and following.current is None
+
+    # 7. the model cache: a fresh provider loads version 2 without downloading again.
+    cached = Path(settings.data_dir) / "mlflow" / "model-cache" / settings.model_name / "2" / "MLmodel"
     assert cached.exists()
 
 

@@ -103,7 +103,7 @@ def test_schedules_and_assets(dagbag):
     assert dags["bp_generate_data"]["outlets"] == ["bp_training_data"]
     assert dags["bp_train_model"]["timetable"] == "AssetOrTimeSchedule"
     assert dags["bp_train_model"]["outlets"] == ["bp_challenger_model"]
-    assert dags["bp_promote_model"]["timetable"] == "AssetTriggeredTimetable"
+    assert dags["bp_promote_model"]["timetable"] == "AssetOrTimeSchedule"  # hourly too: deferred decisions
     assert dags["bp_stream_simulation"]["timetable"] == "NullTimetable"
     assert {"patients", "readings", "seed", "scenario"} <= set(dags["bp_generate_data"]["params"])
     assert "margin" in dags["bp_promote_model"]["params"]
