@@ -79,10 +79,13 @@ def fast_producer(settings: Settings, client_id: str, **config):
     Raises:
         BrokerUnavailable: the configuration is refused (the broker is reached lazily).
     """
+    import logging
+
     from confluent_kafka import KafkaException, Producer
 
-    try:
-        return Producer({"bootstrap.servers": settings.kafka_bootstrap, "client.id": client_id,
+    try:  # librdkafka's own log lines go through Python's logging, not straight to stderr
+        return Producer({"logger": logging.getLogger("bp_core.kafka"),
+                         "bootstrap.servers": settings.kafka_bootstrap, "client.id": client_id,
                          "acks": "all", "enable.idempotence": True, "partitioner": "murmur2_random",
                          "linger.ms": 5, "compression.type": "lz4", **config})
     except KafkaException as exc:

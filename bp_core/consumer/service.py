@@ -32,17 +32,17 @@ from bp_core.consumer.batch import BatchRouter
 from bp_core.consumer.checkpoint import Checkpoint
 from bp_core.consumer.idle import IdleExit
 from bp_core.consumer.metrics import ConsumerMetrics
+from bp_core.consumer.shadow import ShadowScoring
 from bp_core.consumer.state import CHANGELOG_CONFIG, PatientContext, changelog_topic
 from bp_core.consumer.stats import ConsumerStats, account, lag_from_broker, update_lag
 from bp_core.consumer.writer import BatchWriter, PreparedBatch, Sinks, hand_over
 from bp_core.crashpoints import crash_point
 from bp_core.dead_letters.ledger import DeadLetterLedger, DeadLetterReader
-from bp_core.errors import BPError, SinkUnavailable
+from bp_core.errors import SinkUnavailable
 from bp_core.rules import Thresholds
 from bp_core.settings import Settings
 from bp_core.sinks.archive import ArchiveSink
-from bp_core.sinks.elasticsearch import error_reason, refused_for_good
-from bp_core.sinks.es_template import ensure_index_template
+from bp_core.sinks.es_template import ensure_index_template_waiting
 
 log = logging.getLogger("bp_core.consumer")
 
@@ -112,6 +112,7 @@ class ConsumerService:
         self._consumer = self._producer = self._es = self._dlq_reader = self._archive = None
         self._fast_producer = self.sinks = None
         self.context: PatientContext | None = None   # the per-patient state (None: turned off)
+        self.shadow: ShadowScoring | None = None     # the challenger's scoring (None: serving a file)
         self._ledger = DeadLetterLedger()
 
     # ------------------------------------------------------------------ lifecycle
@@ -147,7 +148,7 @@ class ConsumerService:
             self.metrics.serve(self.options.metrics_port)
             log.info("metrics on :%d/metrics", self.options.metrics_port)
         self._es = clients.elasticsearch(settings, retries=False)
-        self._ensure_template()
+        ensure_index_template_waiting(self._es, settings, self._stop, self.options.max_backoff)
         self._producer = clients.kafka_producer(
             settings, "bp-consumer-dlq", acks="all", linger_ms=5, max_block_ms=30_000,
             request_timeout_ms=30_000, delivery_timeout_ms=self.DLQ_DELIVERY_TIMEOUT_MS)
@@ -182,6 +183,10 @@ class ConsumerService:
                                                  background=True)
         self._model_provider.start()
         self._report_model()
+        if settings.model_path is None:  # a challenger lives in the registry
+            self.shadow = ShadowScoring(settings, refresh_seconds=self.options.model_refresh,
+                                        registry=self.metrics.registry)
+            self.shadow.start()
 
     def _connect_topics(self) -> None:
         """The alerts topic and the state's changelog, with the source topic's partition count."""
@@ -198,32 +203,10 @@ class ConsumerService:
                 settings, "bp-consumer-state-restore", max_partition_fetch_bytes=16 * 1024 * 1024,
                 fetch_max_bytes=64 * 1024 * 1024))
 
-    def _ensure_template(self) -> None:
-        """Create the index template; wait (with backoff) while Elasticsearch is down.
-
-        Raises:
-            BPError: Elasticsearch refused the template or the index for good (an
-                invalid ``BP_ES_INDEX``, wrong credentials): waiting would not help.
-        """
-        delay = 0.5
-        while True:
-            try:
-                ensure_index_template(self._es, self.settings.es_index)
-                return
-            except Exception as exc:  # a transport error (ES not up yet) or ES's own answer
-                if refused_for_good(getattr(exc, "status_code", None)):
-                    raise BPError(f"Elasticsearch at {self.settings.es_url} refused index "
-                                  f"{self.settings.es_index!r}: {error_reason(exc)}") from exc
-                if self._stop.is_set():
-                    raise BPError(f"stopped while waiting for Elasticsearch at {self.settings.es_url}") from exc
-                log.warning("Elasticsearch not ready at %s (%s); retrying in %.1fs", self.settings.es_url,
-                            type(exc).__name__, delay)
-                self._stop.wait(delay)
-                delay = min(delay * 2, self.options.max_backoff)
-
     def _close(self) -> None:
         for closer in (lambda: self.writer and self.writer.close(),
                        lambda: self._model_provider and self._model_provider.close(),
+                       lambda: self.shadow and self.shadow.close(),
                        lambda: self._consumer and self._consumer.close(autocommit=False),
                        lambda: self._dlq_reader and self._dlq_reader.close(),
                        lambda: self._producer and self._producer.close(timeout=10),
@@ -244,6 +227,8 @@ class ConsumerService:
         while not self._stop.is_set():
             if self._model_provider.maybe_refresh():
                 self._report_model()
+            if self.shadow is not None:
+                self.shadow.refresh()
             generation = self._drop_generation
             polled_at = time.monotonic()
             batch = self._consumer.poll(timeout_ms=self._poll_timeout_ms())
@@ -297,8 +282,10 @@ class ConsumerService:
         if self.stats.first_batch_at is None:
             self.stats.first_batch_at = time.monotonic()
         now = datetime.now(timezone.utc)
-        outcome = self.router.route(chain.from_iterable(batch.values()), self._model_provider.current, now,
-                                    self.context)
+        model = self._model_provider.current
+        outcome = self.router.route(chain.from_iterable(batch.values()), model, now, self.context)
+        if self.shadow is not None:
+            self.shadow.score(outcome.scored, model)
         return self.sinks.batch(batch, outcome, now)
 
     # ------------------------------------------------------------------ complete, retry, drop

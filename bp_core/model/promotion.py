@@ -22,17 +22,15 @@ the pending tag, which the next promote or rollback completes first (a rerun of 
 decided promotion reports that decision, ``completed=True``). Failures before 3
 (evaluation, an unloadable champion, the registry) leave the registry as it was.
 
-Test hook: ``BP_GATE_CRASH_AT=after-record`` (or ``after-first-move``) kills the process
-with SIGKILL at that point of step 4; nothing else reads it.
+Fault tests kill the process there with ``BP_CRASH_AT=promotion.after-record`` (or
+``promotion.after-first-move``): ``bp_core.crashpoints``.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
-import signal
 import tempfile
 import uuid
 from datetime import datetime, timezone
@@ -41,6 +39,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from bp_core.crashpoints import crash_point
 from bp_core.errors import ChampionMoved, ChampionUnloadable, EvaluationFailed, ModelUnavailable, UsageError
 from bp_core.model.decision import RECORD_TAG, STATE_TAG, PromotionDecision
 from bp_core.model.gate import DEFAULT_MARGIN, GateParameters, judge, served_metrics
@@ -54,7 +53,6 @@ log = logging.getLogger(__name__)
 HOLDOUT_SEED_BASE = 7_000_000  # far from the small seeds used for training data
 READINGS_PER_HOLDOUT_PATIENT = 100
 PENDING_TAG = "bp.gate.pending"
-CRASH_ENV = "BP_GATE_CRASH_AT"
 
 
 def holdout_seed_for(version: str) -> int:
@@ -122,12 +120,6 @@ def _one_line(exc: BaseException) -> str:
 # ---------------------------------------------------------------------------- the one write path
 
 
-def _crash_point(name: str) -> None:
-    """Test hook: die here (SIGKILL, no clean-up) when ``BP_GATE_CRASH_AT`` names this point."""
-    if os.environ.get(CRASH_ENV) == name:
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
 def _model_state(client, name: str) -> tuple[dict[str, str], dict[str, str]]:
     """(aliases, tags) of the registered model; empty when it does not exist yet."""
     from bp_core.model.registry import is_absent
@@ -156,7 +148,7 @@ def _apply_pending(client, name: str, pending: dict) -> bool:
             else:
                 set_alias(client, name, alias, version)
             if index == 0:
-                _crash_point("after-first-move")
+                crash_point("promotion.after-first-move")
     else:  # the champion was moved by hand since: the interrupted change no longer applies
         log.warning("abandoning the interrupted %s of version %s: champion is now %s, not %s",
                     pending["op"], pending["version"], aliases.get(CHAMPION), pending["expected_champion"])
@@ -216,7 +208,7 @@ def _commit(client, name: str, *, op: str, version: str, expected_champion: str 
         pending = {"op": op, "version": version, "expected_champion": expected_champion, "moves": moves,
                    "state_tag": state_tag, "decided_at": _now()}
         client.set_registered_model_tag(name, PENDING_TAG, json.dumps(pending))
-        _crash_point("after-record")
+        crash_point("promotion.after-record")
         _apply_pending(client, name, pending)
 
 

@@ -7,6 +7,8 @@ mapping the Kibana dashboards rely on.
 
 from __future__ import annotations
 
+import logging
+
 ANOMALY_FIELDS: dict[str, dict] = {
     "@timestamp": {"type": "date"},                 # the Observation's effective time
     "observation_id": {"type": "keyword"},
@@ -74,8 +76,10 @@ def ensure_index_template(es, index: str, *, replicas: int = 0, wait: str = "30s
     es.indices.put_index_template(name=index, **index_template(index, replicas=replicas))
     if not es.indices.exists(index=index):
         es.options(ignore_status=400).indices.create(index=index)  # 400: created meanwhile
-    else:  # made by an earlier version: add the fields it lacks (a changed type is refused)
-        es.indices.put_mapping(index=index, properties=ANOMALY_FIELDS)
+    else:  # made by an earlier version: add the fields it lacks
+        added = es.options(ignore_status=400).indices.put_mapping(index=index, properties=ANOMALY_FIELDS)
+        if added.meta.status == 400:  # a field of another type: its documents go to the DLQ, with the reason
+            logging.getLogger(__name__).warning("index %s keeps its mapping: %s", index, added.body.get("error"))
     wait_until_searchable(es, index, wait)
 
 
@@ -86,3 +90,31 @@ def wait_until_searchable(es, index: str, wait: str = "30s") -> None:
         elasticsearch.ApiError: 408 when it has not started within ``wait``.
     """
     es.cluster.health(index=index, wait_for_active_shards="1", timeout=wait)
+
+
+def ensure_index_template_waiting(es, settings, stop, max_backoff: float = 10.0) -> None:
+    """``ensure_index_template``, waiting with backoff while Elasticsearch is not up yet
+    (or until the ``stop`` event is set).
+
+    Raises:
+        BPError: Elasticsearch refused the template or the index for good (an invalid
+            index name, wrong credentials): waiting would not help; or stopped.
+    """
+    from bp_core.errors import BPError
+    from bp_core.sinks.elasticsearch import error_reason, refused_for_good
+
+    delay = 0.5
+    while True:
+        try:
+            ensure_index_template(es, settings.es_index)
+            return
+        except Exception as exc:  # a transport error (ES not up yet) or ES's own answer
+            if refused_for_good(getattr(exc, "status_code", None)):
+                raise BPError(f"Elasticsearch at {settings.es_url} refused index "
+                              f"{settings.es_index!r}: {error_reason(exc)}") from exc
+            if stop.is_set():
+                raise BPError(f"stopped while waiting for Elasticsearch at {settings.es_url}") from exc
+            logging.getLogger("bp_core.consumer").warning(
+                "Elasticsearch not ready at %s (%s); retrying in %.1fs", settings.es_url, type(exc).__name__, delay)
+            stop.wait(delay)
+            delay = min(delay * 2, max_backoff)

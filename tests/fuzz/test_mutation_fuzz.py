@@ -4,7 +4,7 @@ Seeds: the real published examples in ``tests/fixtures/fhir`` and outputs of
 ``bp_core.fhir.build``. ``tests.fuzz.mutations.Mutator`` mutates them deterministically
 (seeded), and every payload goes (i) to ``parse_payload``, whose fast path
 (``parse_common_form``) must agree with the full validator whenever it answers, and
-(ii) through the pure part of ``ConsumerService`` batch handling: ``route_records``
+(ii) through the pure part of ``ConsumerService`` batch handling: ``BatchRouter.route``
 (rules alone and with a model), then the sinks' own encoders (the Elasticsearch bulk
 body with its ``_id``s, the archive's JSON lines) and every DLQ reason. Nothing may
 raise; every document must serialise. The number of payloads is reported in the
@@ -23,7 +23,7 @@ import numpy as np
 import orjson
 import pytest
 
-from bp_core.consumer.batch import route_records
+from bp_core.consumer.batch import BatchRouter
 from bp_core.fhir.build import build_observation, observation_bytes
 from bp_core.fhir.ids import MAX_KEY_BYTES, reading_key
 from bp_core.fhir.parse import parse_common_form, parse_payload, parse_payload_generic
@@ -167,19 +167,21 @@ class _Record:
 def process_batch(payloads: list[bytes], thresholds: Thresholds, model) -> dict:
     """The pure part of ``ConsumerService`` batch handling, without Kafka or sinks."""
     records = [_Record("fuzz", offset % 3, offset, None, payload) for offset, payload in enumerate(payloads)]
-    outcome = route_records(records, thresholds, model, 0.5, datetime.now(timezone.utc))
+    outcome = BatchRouter(thresholds, 0.5, alerts_topic="alerts").route(records, model, datetime.now(timezone.utc))
     assert outcome.messages == len(payloads)
-    assert outcome.anomalies + outcome.normal_count == outcome.readings
+    assert outcome.anomalies + outcome.normal_count + len(outcome.corrections) - sum(
+        c.routed is not None for c in outcome.corrections) == outcome.readings
     for _record, reason in outcome.rejects:
         assert reason.strip()
         reason.encode("utf-8", "replace")  # what the DLQ header does
-    ids = [document_id(observation_id) for observation_id in outcome.anomaly_ids]
+    ids = [document_id(key) for key in outcome.anomaly_keys]
     assert all(0 < len(_id.encode()) <= 512 for _id in ids)
     assert all(document.detected_by for document in outcome.anomaly_documents)
     body = bulk_body(ids, outcome.anomaly_documents).splitlines()
     assert len(body) == 2 * outcome.anomalies
-    for observation_id, line in zip(outcome.anomaly_ids, body[1::2]):
-        assert orjson.loads(line)["observation_id"] == observation_id
+    for document, line in zip(outcome.anomaly_documents, body[1::2]):
+        assert orjson.loads(line)["observation_id"] == document.observation_id
+    assert sum(m.resource_type == "RiskAssessment" for m in outcome.alerts) == outcome.anomalies
     for partition, lines in outcome.normals.items():
         encoded = encode_lines([record for _, record in lines])
         assert encoded.count(b"\n") == len(lines)  # one JSON Lines record each, whatever the strings hold

@@ -28,19 +28,21 @@ LOW = (85, 55)
 def make_stream(n: int, seed: int = 1, malformed_every: int = 0, prefix: str = "o"):
     """n messages: a mix of normal and anomalous Observations (+ malformed ones).
 
-    Returns (messages, expected) where expected maps 'anomaly'/'normal'/'dlq' to ids
-    (for dlq: the message index).
+    Each of the 40 patients reads steadily high, low or normal, so a reading's route is
+    the same whether or not it is judged against its patient's history (no rise or drop
+    from a baseline). Returns (messages, expected) where expected maps
+    'anomaly'/'normal'/'dlq' to ids (for dlq: the message index).
     """
     rng = random.Random(seed)
     messages, expected = [], {"anomaly": set(), "normal": set(), "dlq": set()}
     for i in range(n):
-        patient = f"pat-{rng.randrange(40)}"
+        number = rng.randrange(40)
+        patient = f"pat-{number}"
         if malformed_every and i % malformed_every == malformed_every - 1:
             messages.append((patient.encode(), rng.choice([b"not json", b'{"resourceType": "Patient"}', b"[]"])))
             expected["dlq"].add(i)
             continue
-        kind = rng.random()
-        systolic, diastolic = HIGH if kind < 0.15 else LOW if kind < 0.25 else NORMAL
+        systolic, diastolic = HIGH if number % 7 == 0 else LOW if number % 7 == 1 else NORMAL
         obs_id = f"{prefix}-{i}"
         messages.append((patient.encode(), dumps(observation(obs_id, patient, systolic, diastolic))))
         expected["normal" if (systolic, diastolic) == NORMAL else "anomaly"].add(obs_id)
@@ -120,9 +122,12 @@ def test_mixed_input_lands_exactly_where_it_should(settings, es):
 
     service = run_in_process(settings)
 
-    docs = {h["_id"]: h["_source"] for h in es.search(index=settings.es_index, size=100)["hits"]["hits"]} \
+    docs = {h["_source"]["observation_id"]: h for h in es.search(index=settings.es_index, size=100)["hits"]["hits"]} \
         if es.indices.refresh(index=settings.es_index) else {}
-    assert set(docs) == {"a-2", "a-3", "b-2", "hb-1"}
+    assert {oid: hit["_id"] for oid, hit in docs.items()} == {
+        "a-2": "Patient/pat-a/Observation/a-2", "a-3": "Patient/pat-a/Observation/a-3",
+        "b-2": "Patient/pat-b/Observation/b-2", "hb-1": "Patient/pat-c/Observation/hb-1"}
+    docs = {oid: hit["_source"] for oid, hit in docs.items()}
     high = docs["a-2"]
     assert high["patient_id"] == "pat-a" and high["systolic"] == 165 and high["diastolic"] == 100
     assert high["category"] == "hypertension_stage_2"
@@ -292,6 +297,8 @@ def test_two_consumers_share_partitions_without_duplicates(settings, es, tmp_pat
     first = start_consumer(settings, "--exit-when-idle", "8", "--batch-size", "300", log_path=logs[0])
     wait_for(lambda: "assigned partitions" in logs[0].read_text(), timeout=60, what="first member")
     second = start_consumer(settings, "--exit-when-idle", "8", "--batch-size", "300", log_path=logs[1])
+    # Both in the group before the stream starts: each gets partitions of its own.
+    wait_for(lambda: re.search(r"assigned partitions \[\d", logs[1].read_text()), timeout=60, what="second member")
     for start in range(0, len(messages), 1500):
         send(settings.kafka_bootstrap, settings.topic, messages[start:start + 1500])
         time.sleep(0.5)

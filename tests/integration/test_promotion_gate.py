@@ -30,6 +30,7 @@ from urllib.parse import urlparse
 import numpy as np
 import pytest
 
+from bp_core import crashpoints
 from bp_core.errors import ChampionMoved, PromotionInProgress
 from bp_core.model import promotion
 from bp_core.model.registry import CHALLENGER, CHAMPION, PREVIOUS_CHAMPION, client_for, set_alias
@@ -160,7 +161,7 @@ def bp_variables(settings) -> dict[str, str]:
 
 
 def bp_env(settings, **extra) -> dict:
-    env = {k: v for k, v in os.environ.items() if k != promotion.CRASH_ENV}
+    env = {k: v for k, v in os.environ.items() if k != crashpoints.ENV}
     env.update(bp_variables(settings))
     env.update({k: str(v) for k, v in extra.items()})
     return env
@@ -266,10 +267,10 @@ def test_a_rollback_sticks_until_an_operator_brings_the_version_back(settings, d
 # ---------------------------------------------------------------------------- 6. record, then move
 
 
-@pytest.mark.parametrize("point, moved", [("after-record", False), ("after-first-move", True)])
+@pytest.mark.parametrize("point, moved", [("promotion.after-record", False), ("promotion.after-first-move", True)])
 def test_a_crash_between_the_record_and_the_move_is_completed_by_a_rerun(settings, data, cli, point, moved):
     first, second = champion_then(settings, data)
-    crashed = bp(settings, "--margin", "0", *HOLDOUT, **{promotion.CRASH_ENV: point})
+    crashed = bp(settings, "--margin", "0", *HOLDOUT, **{crashpoints.ENV: point})
     assert crashed.returncode == -signal.SIGKILL, crashed.stderr
 
     state = aliases(settings)
