@@ -43,7 +43,6 @@ values (in 0.1 mmHg, so sums are exact integers) and the context it was given;
 from __future__ import annotations
 
 import struct
-from bisect import bisect_right
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from hashlib import blake2b
@@ -272,7 +271,12 @@ class PatientState:
 class PatientStore:
     """The state of the patients of one source partition, keyed by patient id.
 
-    Not thread-safe: one store per partition, used by the consumer's thread.
+    How the consumer uses it: one store per assigned partition; per batch, ``apply``
+    the partition's readings in Kafka order, score with ``ApplyResult.context``, and
+    write ``encode(patient)`` for each patient of ``ApplyResult.changed`` to the
+    changelog (key: the patient id, UTF-8; a None value is a tombstone) before
+    committing the batch's offsets; on assignment, ``restore`` the changelog partition
+    into a fresh store before the first batch. Not thread-safe: used by one thread.
     """
 
     def __init__(self) -> None:
@@ -436,29 +440,37 @@ class PatientStore:
 
     @staticmethod
     def _insert_late(state: PatientState, effective: int, digest: bytes, s10: int, d10: int) -> bytes:
-        """Place a reading not later than the latest among the records; return its record
-        (the context it gets: its window is what the state holds of its 7 days)."""
-        rows = state.readings()
-        times = [row[0] for row in rows]
-        position = bisect_right(times, effective)
-        start = bisect_right(times, effective - WINDOW_MS, 0, position)
-        window = rows[start:position]
-        sum_s = sum(row[2] for row in window)
-        sum_d = sum(row[3] for row in window)
-        steps = sum(abs(window[i + 1][2] - window[i][2]) for i in range(len(window) - 1))
-        if window:
-            steps += abs(s10 - window[-1][2])
-        gap = (effective - rows[position - 1][0]) // 1000 if position else _NO_PREVIOUS
-        record = _RECORD.pack(effective, digest, s10, d10, len(window), sum_s, sum_d, steps, gap)
-        before = rows[position - 1][2] if position else None
-        after = rows[position][2] if position < len(rows) else None
+        """Place a reading not later than the latest among the records; return its record.
+
+        Every reading held is less than 7 days older than the latest, and this one is not
+        later: its window is every reading held before it, whose sums are the state's
+        minus those of the readings after it (usually few: the work grows with lateness).
+        """
+        records, count = state.records, state.count
+        head = _HEAD_OF_RECORD.unpack_from
+        position = count   # after every reading up to its time (ties: after them)
+        while position and head(records, (position - 1) * _REC)[0] > effective:
+            position -= 1
+        # Its predecessor (when it has one), then the readings later than it.
+        later = [head(records, i * _REC) for i in range(max(position - 1, 0), count)]
+        sum_s = state.sum_systolic - sum(row[2] for row in later[1 if position else 0:])
+        sum_d = state.sum_diastolic - sum(row[3] for row in later[1 if position else 0:])
+        steps = state.steps - sum(abs(later[i + 1][2] - later[i][2]) for i in range(len(later) - 1))
+        before = later[0][2] if position else None
+        after = later[1 if position else 0][2] if position < count else None
+        if position:
+            steps += abs(s10 - before)
+            gap = (effective - later[0][0]) // 1000
+        else:
+            gap = _NO_PREVIOUS
+        record = _RECORD.pack(effective, digest, s10, d10, position, sum_s, sum_d, steps, gap)
         if before is not None:
             state.steps += abs(s10 - before)
         if after is not None:
             state.steps += abs(after - s10)
         if before is not None and after is not None:
             state.steps -= abs(after - before)
-        state.records[position * _REC:position * _REC] = record
+        records[position * _REC:position * _REC] = record
         state.count += 1
         state.sum_systolic += s10
         state.sum_diastolic += d10
