@@ -25,7 +25,8 @@ Rules: readings arriving out of order are placed by effective time; a reading 7 
 more older than the patient's latest one is ``too_old`` and does not move the state (its
 window lies before what the state holds: it gets no history); a reading whose
 observation id the state holds with the same time and values is a replay and gets back,
-byte for byte, the context of its first application; with the same id and other values
+byte for byte, the context of its first application (a reading that has left the state
+since, 7 days or 128 readings later, is too old by then); with the same id and other values
 (``amended``, ``corrected``, or any update) it replaces the one held;
 ``entered-in-error`` removes it. A late reading's window is cut at the state's horizon
 (the latest reading minus 7 days); readings already applied keep the context they were
@@ -92,13 +93,6 @@ _IN_EPISODE = 1
 _SUSTAINED_SYSTOLIC = round(SUSTAINED_SYSTOLIC_MM_HG * 10)
 _SUSTAINED_DIASTOLIC = round(SUSTAINED_DIASTOLIC_MM_HG * 10)
 _CHANGE_KINDS = (None, STARTED, ENDED)
-
-
-def observation_digest(observation_id: str) -> bytes:
-    """The 8-byte digest the state keeps of an observation id (BLAKE2b: stable across
-    processes, unlike ``hash``; a collision between two readings of one patient's week
-    has a probability of about 1e-16)."""
-    return blake2b(observation_id.encode(), digest_size=8).digest()
 
 
 def _tenths(value: float) -> int:
@@ -331,6 +325,9 @@ class PatientStore:
             statuses = (FINAL,) * len(patient_ids)
         for patient_id, observation_id, effective, s, d, status in zip(
                 patient_ids, observation_ids, effective_ms, systolic, diastolic, statuses):
+            # The state keeps an 8-byte BLAKE2b digest of each observation id: stable across
+            # processes (``hash`` is not); two of one patient's <= 128 readings collide
+            # with a probability under 1e-15.
             digest = blake2b(observation_id.encode(), digest_size=8).digest()
             state = patients.get(patient_id)
             if state is None:
@@ -350,7 +347,7 @@ class PatientStore:
                         del patients[patient_id]  # every reading removed: the changelog gets a tombstone
                 continue
             rows += append(state, patient_id, observation_id, digest, effective, int(s * 10.0 + 0.5),
-                           int(d * 10.0 + 0.5), changes)
+                           int(d * 10.0 + 0.5), changes)  # _tenths, inlined
             outcome.append(NEW)
             changed.add(patient_id)
         return ApplyResult(ContextColumns.from_records(rows, np.frombuffer(outcome, dtype=np.uint8)), changes, changed)
@@ -577,7 +574,7 @@ def _no_context_row(effective: int, digest: bytes) -> bytes:
 
 
 def encode_state(state: PatientState) -> bytes:
-    """A patient's state as compact bytes (``FORMAT_VERSION``): a 73-byte header, then
+    """A patient's state as compact bytes (``FORMAT_VERSION``): a 71-byte header, then
     37 bytes per reading."""
     change = state.last_change
     flags = _IN_EPISODE if state.in_episode else 0
