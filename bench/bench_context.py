@@ -275,7 +275,8 @@ def main() -> int:
             "",
             "| step | CPU s |",
             "|---|---:|",
-            f"| context of every reading (`context_of_frame`, the store over the data set) | {train['context_s']:.1f} |",
+            f"| context of every reading (`context_of_frame`, the store over the data set) | "
+            f"{train['context_s']:.1f} |",
             f"| single-reading model: split, features, fit, hold-out metrics (`fit_and_evaluate`) | "
             f"{train['single_s']:.1f} |",
             f"| both models on one split, context included (`fit_both`) | {train['both_s']:.1f} |",
@@ -285,7 +286,8 @@ def main() -> int:
             *[f"| {key} | {single[key]:.4f} | {context[key]:.4f} |" for key in
               ("pr_auc", "roc_auc", "precision", "recall", "brier", "crisis_recall", "hypotension_recall")],
             f"| false alarms at recall {fits.false_alarms['recall']:.4f} | "
-            f"{fits.false_alarms['reference_false_alarms']:,.0f} | {fits.false_alarms['candidate_false_alarms']:,.0f} |",
+            f"{fits.false_alarms['reference_false_alarms']:,.0f} | "
+            f"{fits.false_alarms['candidate_false_alarms']:,.0f} |",
             "",
         ]
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -209,8 +209,9 @@ def anomaly_type_codes(systolic: np.ndarray, diastolic: np.ndarray, thresholds: 
     codes |= (diastolic > thresholds.diastolic_high).astype(np.uint8) << 2
     codes |= (diastolic < thresholds.diastolic_low).astype(np.uint8) << 3
     if baseline_systolic is not None or baseline_diastolic is not None:
-        bs = np.full(systolic.shape, np.nan) if baseline_systolic is None else np.asarray(baseline_systolic, np.float64)
-        bd = np.full(systolic.shape, np.nan) if baseline_diastolic is None else np.asarray(baseline_diastolic, np.float64)
+        missing = np.full(systolic.shape, np.nan)
+        bs = missing if baseline_systolic is None else np.asarray(baseline_systolic, dtype=np.float64)
+        bd = missing if baseline_diastolic is None else np.asarray(baseline_diastolic, dtype=np.float64)
         ds, dd = thresholds.baseline_systolic_delta, thresholds.baseline_diastolic_delta
         codes |= ((systolic >= bs + ds) | (diastolic >= bd + dd)).astype(np.uint8) << 4
         codes |= ((systolic <= bs - ds) | (diastolic <= bd - dd)).astype(np.uint8) << 5

@@ -58,7 +58,8 @@ def run(args, settings) -> int:
                        else (result.other_metrics, result.metrics))
     print(f"{'hold-out metric':<20}{'context':>10}{'single':>10}{'rules only':>12}")
     for key in ("pr_auc", "roc_auc", "f1", "precision", "recall", "brier", "crisis_recall", "hypotension_recall"):
-        print(f"{key:<20}{_fmt(context.get(key)):>10}{_fmt(single.get(key)):>10}{_fmt(result.rules_metrics.get(key)):>12}")
+        rules = result.rules_metrics.get(key)
+        print(f"{key:<20}{_fmt(context.get(key)):>10}{_fmt(single.get(key)):>10}{_fmt(rules):>12}")
     alarms = result.false_alarms
     print(f"{'false alarms':<20}{_count(alarms.get('false_alarms_at_equal_recall_context')):>10}"
           f"{_count(alarms.get('false_alarms_at_equal_recall_single_reading')):>10}"

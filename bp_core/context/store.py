@@ -25,7 +25,8 @@ Rules: readings arriving out of order are placed by effective time; a reading 7 
 more older than the patient's latest one is ``too_old`` and does not move the state (its
 window lies before what the state holds: it gets no history); a reading whose
 observation id the state holds with the same time and values is a replay and gets back,
-byte for byte, the context of its first application; with the same id and other values
+byte for byte, the context of its first application (a reading that has left the state
+since, 7 days or 128 readings later, is too old by then); with the same id and other values
 (``amended``, ``corrected``, or any update) it replaces the one held;
 ``entered-in-error`` removes it. A late reading's window is cut at the state's horizon
 (the latest reading minus 7 days); readings already applied keep the context they were
@@ -43,7 +44,6 @@ values (in 0.1 mmHg, so sums are exact integers) and the context it was given;
 from __future__ import annotations
 
 import struct
-from bisect import bisect_right
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from hashlib import blake2b
@@ -93,13 +93,6 @@ _IN_EPISODE = 1
 _SUSTAINED_SYSTOLIC = round(SUSTAINED_SYSTOLIC_MM_HG * 10)
 _SUSTAINED_DIASTOLIC = round(SUSTAINED_DIASTOLIC_MM_HG * 10)
 _CHANGE_KINDS = (None, STARTED, ENDED)
-
-
-def observation_digest(observation_id: str) -> bytes:
-    """The 8-byte digest the state keeps of an observation id (BLAKE2b: stable across
-    processes, unlike ``hash``; a collision between two readings of one patient's week
-    has a probability of about 1e-16)."""
-    return blake2b(observation_id.encode(), digest_size=8).digest()
 
 
 def _tenths(value: float) -> int:
@@ -272,7 +265,12 @@ class PatientState:
 class PatientStore:
     """The state of the patients of one source partition, keyed by patient id.
 
-    Not thread-safe: one store per partition, used by the consumer's thread.
+    How the consumer uses it: one store per assigned partition; per batch, ``apply``
+    the partition's readings in Kafka order, score with ``ApplyResult.context``, and
+    write ``encode(patient)`` for each patient of ``ApplyResult.changed`` to the
+    changelog (key: the patient id, UTF-8; a None value is a tombstone) before
+    committing the batch's offsets; on assignment, ``restore`` the changelog partition
+    into a fresh store before the first batch. Not thread-safe: used by one thread.
     """
 
     def __init__(self) -> None:
@@ -327,6 +325,9 @@ class PatientStore:
             statuses = (FINAL,) * len(patient_ids)
         for patient_id, observation_id, effective, s, d, status in zip(
                 patient_ids, observation_ids, effective_ms, systolic, diastolic, statuses):
+            # The state keeps an 8-byte BLAKE2b digest of each observation id: stable across
+            # processes (``hash`` is not); two of one patient's <= 128 readings collide
+            # with a probability under 1e-15.
             digest = blake2b(observation_id.encode(), digest_size=8).digest()
             state = patients.get(patient_id)
             if state is None:
@@ -346,7 +347,7 @@ class PatientStore:
                         del patients[patient_id]  # every reading removed: the changelog gets a tombstone
                 continue
             rows += append(state, patient_id, observation_id, digest, effective, int(s * 10.0 + 0.5),
-                           int(d * 10.0 + 0.5), changes)
+                           int(d * 10.0 + 0.5), changes)  # _tenths, inlined
             outcome.append(NEW)
             changed.add(patient_id)
         return ApplyResult(ContextColumns.from_records(rows, np.frombuffer(outcome, dtype=np.uint8)), changes, changed)
@@ -436,29 +437,37 @@ class PatientStore:
 
     @staticmethod
     def _insert_late(state: PatientState, effective: int, digest: bytes, s10: int, d10: int) -> bytes:
-        """Place a reading not later than the latest among the records; return its record
-        (the context it gets: its window is what the state holds of its 7 days)."""
-        rows = state.readings()
-        times = [row[0] for row in rows]
-        position = bisect_right(times, effective)
-        start = bisect_right(times, effective - WINDOW_MS, 0, position)
-        window = rows[start:position]
-        sum_s = sum(row[2] for row in window)
-        sum_d = sum(row[3] for row in window)
-        steps = sum(abs(window[i + 1][2] - window[i][2]) for i in range(len(window) - 1))
-        if window:
-            steps += abs(s10 - window[-1][2])
-        gap = (effective - rows[position - 1][0]) // 1000 if position else _NO_PREVIOUS
-        record = _RECORD.pack(effective, digest, s10, d10, len(window), sum_s, sum_d, steps, gap)
-        before = rows[position - 1][2] if position else None
-        after = rows[position][2] if position < len(rows) else None
+        """Place a reading not later than the latest among the records; return its record.
+
+        Every reading held is less than 7 days older than the latest, and this one is not
+        later: its window is every reading held before it, whose sums are the state's
+        minus those of the readings after it (usually few: the work grows with lateness).
+        """
+        records, count = state.records, state.count
+        head = _HEAD_OF_RECORD.unpack_from
+        position = count   # after every reading up to its time (ties: after them)
+        while position and head(records, (position - 1) * _REC)[0] > effective:
+            position -= 1
+        # Its predecessor (when it has one), then the readings later than it.
+        later = [head(records, i * _REC) for i in range(max(position - 1, 0), count)]
+        sum_s = state.sum_systolic - sum(row[2] for row in later[1 if position else 0:])
+        sum_d = state.sum_diastolic - sum(row[3] for row in later[1 if position else 0:])
+        steps = state.steps - sum(abs(later[i + 1][2] - later[i][2]) for i in range(len(later) - 1))
+        before = later[0][2] if position else None
+        after = later[1 if position else 0][2] if position < count else None
+        if position:
+            steps += abs(s10 - before)
+            gap = (effective - later[0][0]) // 1000
+        else:
+            gap = _NO_PREVIOUS
+        record = _RECORD.pack(effective, digest, s10, d10, position, sum_s, sum_d, steps, gap)
         if before is not None:
             state.steps += abs(s10 - before)
         if after is not None:
             state.steps += abs(after - s10)
         if before is not None and after is not None:
             state.steps -= abs(after - before)
-        state.records[position * _REC:position * _REC] = record
+        records[position * _REC:position * _REC] = record
         state.count += 1
         state.sum_systolic += s10
         state.sum_diastolic += d10
@@ -565,7 +574,7 @@ def _no_context_row(effective: int, digest: bytes) -> bytes:
 
 
 def encode_state(state: PatientState) -> bytes:
-    """A patient's state as compact bytes (``FORMAT_VERSION``): a 73-byte header, then
+    """A patient's state as compact bytes (``FORMAT_VERSION``): a 71-byte header, then
     37 bytes per reading."""
     change = state.last_change
     flags = _IN_EPISODE if state.in_episode else 0

@@ -92,8 +92,11 @@ def registered_feature_names(client, name: str, version: str) -> tuple[str, ...]
     """The features a registered version expects: its signature's input names, else its
     run's ``features`` param (versions logged with an unnamed tensor signature).
 
+    The signature is read through ``models:/`` URIs, which MLflow resolves with its
+    process-wide registry URI (``load_version`` sets it to the store the version came from).
+
     Args:
-        client: an ``MlflowClient`` (its registry resolves ``models:/`` URIs).
+        client: an ``MlflowClient`` of that store.
         name: registered model name.
         version: version number.
     Returns:

@@ -162,8 +162,8 @@ def rules_scores(frame: pd.DataFrame, settings: Settings, context=None) -> np.nd
     with ``context``, the rise and drop from baseline count too."""
     from bp_core.rules import Thresholds, rule_anomaly_mask
 
-    mask = rule_anomaly_mask(frame["systolic_mm_hg"].to_numpy(np.float64), frame["diastolic_mm_hg"].to_numpy(np.float64),
-                             Thresholds.from_settings(settings),
+    mask = rule_anomaly_mask(frame["systolic_mm_hg"].to_numpy(np.float64),
+                             frame["diastolic_mm_hg"].to_numpy(np.float64), Thresholds.from_settings(settings),
                              None if context is None else context.baseline_systolic,
                              None if context is None else context.baseline_diastolic)
     return np.asarray(mask, dtype=np.float64)

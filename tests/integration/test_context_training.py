@@ -5,8 +5,6 @@ No Kafka or Elasticsearch: MLflow only.
 
 from __future__ import annotations
 
-import json
-
 import mlflow
 import numpy as np
 import pytest
@@ -45,7 +43,8 @@ def test_both_models_on_one_hold_out_and_the_context_model_registered(settings, 
     # The point of it: better ranking, fewer false alarms at the same recall.
     assert metrics["pr_auc"] > metrics["single_reading_pr_auc"]
     assert metrics["false_alarms_at_equal_recall_context"] < metrics["false_alarms_at_equal_recall_single_reading"]
-    artifacts = {a.path for a in mlflow.MlflowClient(settings.mlflow_tracking_uri).list_artifacts(result.run_id, "plots")}
+    tracking = mlflow.MlflowClient(settings.mlflow_tracking_uri)
+    artifacts = {a.path for a in tracking.list_artifacts(result.run_id, "plots")}
     assert "plots/precision_recall.png" in artifacts
 
     tags = client.get_model_version(settings.model_name, "1").tags
@@ -67,13 +66,11 @@ def test_both_models_on_one_hold_out_and_the_context_model_registered(settings, 
 
 
 def test_a_single_reading_model_can_be_registered_and_the_scenario_is_tagged(settings, tmp_path):
-    data = generate_dataset(tmp_path / "set", patients=30, readings=4_000, seed=2)
-    manifest = data / "manifest.json"
-    manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "scenario": "changing-patients"}))
+    data = generate_dataset(tmp_path / "set", patients=30, readings=4_000, seed=2, scenario="older-cohort")
     result = train_and_register(settings, data, seed=2, feature_set="single-reading")
     client = client_for(settings.mlflow_tracking_uri)
     tags = client.get_model_version(settings.model_name, result.model_version).tags
-    assert tags["feature_set"] == "single-reading" and tags["dataset.scenario"] == "changing-patients"
+    assert tags["feature_set"] == "single-reading" and tags["dataset.scenario"] == "older-cohort"
     assert "context_pr_auc" in mlflow.MlflowClient(settings.mlflow_tracking_uri).get_run(result.run_id).data.metrics
     provider = ModelProvider(settings)
     provider.start()

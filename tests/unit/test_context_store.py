@@ -43,7 +43,8 @@ def outcomes(result) -> list[str]:
 
 def test_no_baseline_before_five_previous_readings_then_their_mean():
     store = PatientStore()
-    result = apply(store, series(7, systolic=[110, 120, 130, 140, 150, 160, 170], diastolic=[70, 72, 74, 76, 78, 80, 82]))
+    result = apply(store, series(7, systolic=[110, 120, 130, 140, 150, 160, 170],
+                                 diastolic=[70, 72, 74, 76, 78, 80, 82]))
     context = result.context
     assert np.isnan(context.baseline_systolic[:5]).all() and np.isnan(context.baseline_diastolic[:5]).all()
     assert context.baseline_readings.tolist() == [0, 1, 2, 3, 4, 5, 6]
@@ -199,6 +200,35 @@ def test_in_order_context_matches_the_definition(steps):
         previous = rows[i - 1][1] if i else None
         assert (math.isnan(context.seconds_since_previous[i]) if previous is None
                 else context.seconds_since_previous[i] == (effective - previous) // 1000)
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 12 * DAY), st.integers(80, 200)), min_size=1, max_size=140,
+                unique_by=lambda row: row[0]))
+def test_any_reading_in_any_order_gets_the_context_of_what_is_held_before_it(arrivals):
+    """A reference model of the rules, reading by reading: what the state holds, and each
+    reading's window within it."""
+    store, held = PatientStore(), []   # held: (effective, systolic) in time order
+    for i, (offset, systolic) in enumerate(arrivals):
+        t = T0 + offset
+        context = apply(store, [(f"o{i}", t, float(systolic), 70.0)]).context
+        latest = held[-1][0] if held else None
+        if latest is not None and (t <= latest - WINDOW_MS or (len(held) >= MAX_READINGS and t < held[0][0])):
+            assert OUTCOMES[context.outcome[0]] == "too_old" and context.baseline_readings[0] == 0
+            continue
+        before = [row for row in held if row[0] < t]
+        window = [row for row in before if row[0] > t - WINDOW_MS]
+        assert OUTCOMES[context.outcome[0]] == ("new" if latest is None or t > latest else "late")
+        assert context.baseline_readings[0] == len(window)
+        values = [s for _, s in window] + [systolic]
+        assert context.home_average_systolic[0] == pytest.approx(np.mean(values))
+        assert (math.isnan(context.arv_systolic[0]) if not window
+                else context.arv_systolic[0] == pytest.approx(np.mean(np.abs(np.diff(values)))))
+        assert (math.isnan(context.seconds_since_previous[0]) if not before
+                else context.seconds_since_previous[0] == (t - before[-1][0]) // 1000)
+        held = sorted(held + [(t, systolic)])
+        held = [row for row in held if row[0] > held[-1][0] - WINDOW_MS][-MAX_READINGS:]
+        assert [(r[0], r[2] / 10) for r in store.state("p1").readings()] == held
 
 
 # --------------------------------------------------------------------------- replays, updates, removals
