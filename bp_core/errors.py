@@ -4,6 +4,7 @@
     ├── UsageError               a bad command-line argument or setting
     ├── InvalidObservation       a message that is not a usable FHIR BP Observation
     ├── ModelUnavailable         no model can be served (none promoted, store unreachable)
+    ├── CannotCompare            drift cannot be checked (no champion, no readings, no reference data)
     └── SinkError                a sink could not make a batch durable
         └── SinkUnavailable      ...for a reason that may pass (server down, disk full)
 
@@ -33,6 +34,10 @@ class InvalidObservation(BPError):
 
 class ModelUnavailable(BPError):
     """No model can be served: none promoted yet, or the model store is unreachable."""
+
+
+class CannotCompare(BPError):
+    """A drift check has nothing to compare: no champion, no live readings, or no reference data."""
 
 
 class SinkError(BPError):
