@@ -134,6 +134,13 @@ def _iso(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
 
 
+def utc(moment: datetime) -> datetime:
+    """A plain ``datetime`` in UTC (naive means UTC; pendulum and others become stdlib)."""
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return datetime.fromtimestamp(moment.timestamp(), timezone.utc)
+
+
 def es_client(settings: Settings):
     from elasticsearch import Elasticsearch
 
@@ -182,7 +189,7 @@ def check_drift(settings: Settings, *, since: timedelta, now: datetime | None = 
         CannotCompare: no champion, no readings in the window, reference data missing.
         MlflowException: the tracking store failed.
     """
-    end = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
+    end = utc(now) if now is not None else datetime.now(timezone.utc)
     start = end - since
     champion = load_champion(settings)
     parquet = check_dataset(champion)
