@@ -62,7 +62,7 @@ class Deployment:
         self.es = es
         ensure_contract_index(es, self.settings.es_index)
         self.filler = SinkFiller(self.settings, es, served(base.model_name, version, model))
-        self.clock = datetime.now(timezone.utc) - timedelta(days=1)  # one minute per batch, in the past
+        self.clock = datetime.now(timezone.utc) - timedelta(hours=2)  # one minute per batch, in the past
 
     def write(self, frame) -> datetime:
         """Write a frame as one batch ingested at the next minute; returns that time."""
@@ -136,12 +136,14 @@ def speed(dep: Deployment, readings: int, patients: int, seed: int, base_env: di
     env = {**base_env, "BP_ES_INDEX": dep.settings.es_index, "BP_ARCHIVE_DIR": str(dep.settings.archive_dir),
            "BP_TOPIC": dep.settings.topic}
     started = time.perf_counter()
-    proc = subprocess.run([str(Path(sys.executable).parent / "bp"), "drift", "--json", "--since", "1d"], env=env,
+    proc = subprocess.run([str(Path(sys.executable).parent / "bp"), "drift", "--json", "--since", "3h"], env=env,
                           capture_output=True, text=True, timeout=600)
     cli_s = time.perf_counter() - started
     if proc.returncode != 0:
         raise SystemExit(f"bp drift failed: {proc.stderr.strip()}")
     cli = json.loads(proc.stdout)
+    if cli["window"]["readings"] != readings or report.readings != readings:
+        raise SystemExit(f"the window holds {cli['window']['readings']:,} readings, not {readings:,}")
     return {"fill_s": fill_s, "in_process_s": in_process_s, "cli_s": cli_s, "readings": report.readings,
             "cli_readings": cli["window"]["readings"], "patients": report.patients}
 
