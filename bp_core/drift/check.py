@@ -191,16 +191,23 @@ def check_drift(settings: Settings, *, since: timedelta, now: datetime | None = 
     """
     end = utc(now) if now is not None else datetime.now(timezone.utc)
     start = end - since
+    from concurrent.futures import ThreadPoolExecutor
+
+    from bp_core.simulation.datasets import load_dataset
+
     champion = load_champion(settings)
     parquet = check_dataset(champion)
-    rows = read_window(settings, input_fields(champion.features), start, end, es=es)
+    # The window is read (mostly waiting on Elasticsearch and the disk) while the model
+    # and its training data load.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        reading = pool.submit(read_window, settings, input_fields(champion.features), start, end, es)
+        champion = with_model(settings, champion)
+        frame = load_dataset(parquet)
+        rows = reading.result()
     if rows.readings == 0:
         raise CannotCompare(f"no readings ingested between {_iso(start)} and {_iso(end)} "
                             f"({settings.es_index}, {settings.archive_dir})")
-    from bp_core.simulation.datasets import load_dataset
-
-    champion = with_model(settings, champion)
-    overall_reference, fleet_references = build_references(load_dataset(parquet), champion, settings)
+    overall_reference, fleet_references = build_references(frame, champion, settings)
     live, fleets = live_sample(rows, champion)
     names = [*champion.features, PROBABILITY]
     report = DriftReport(start=start, end=end, readings=live.readings, patients=live.patients,

@@ -164,3 +164,25 @@ def test_monitor_figures():
     assert 'bp_drift_segment_detected{segment="cuff-c"} 1.0' in text
     cannot = generate_latest(registry_of(MonitorOutcome(compared=False), datetime.now(timezone.utc))).decode()
     assert "bp_drift_can_compare 0.0" in cannot and "bp_drift_score" not in cannot
+
+
+def test_archive_rows_group_by_every_column_nan_included():
+    from bp_core.drift.live import _group
+
+    fleet = np.array([0, 0, 1, 0, 0])
+    systolic = np.array([120.0, 120.0, 120.0, 121.0, 120.0])
+    context = np.array([np.nan, np.nan, np.nan, 5.0, 5.0])
+    first, counts = _group([fleet, systolic, context])
+    groups = {(int(fleet[i]), float(systolic[i]), str(context[i]), int(n)) for i, n in zip(first, counts)}
+    assert groups == {(0, 120.0, "nan", 2), (0, 120.0, "5.0", 1), (0, 121.0, "5.0", 1), (1, 120.0, "nan", 1)}
+    assert sum(counts) == 5
+
+
+def test_grouping_many_distinct_columns_does_not_overflow():
+    from bp_core.drift.live import _group
+
+    rng = np.random.default_rng(4)
+    columns = [rng.random(50_000) for _ in range(6)]  # 50,000^6 distinct combinations > 2^63
+    columns = [np.concatenate([c, c[:10]]) for c in columns]  # ten rows repeated
+    first, counts = _group(columns)
+    assert len(first) == 50_000 and counts.sum() == 50_010 and sorted(counts)[-10:] == [2] * 10
