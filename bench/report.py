@@ -20,6 +20,7 @@ SECTIONS = [  # (file, why it is here)
     ("bench-producer.md", "bp produce vs raw kafka-python"),
     ("bench-fhir-validation.md", "our FHIR validator vs fhir.resources"),
     ("bench-training.md", "training on 1M readings, batch vs per-row scoring"),
+    ("bench-drift.md", "drift: cuff-offset found, no false alarm on a stationary stream, bp drift over 1M readings"),
 ]
 
 

@@ -30,6 +30,7 @@ COMMANDS = {
     "train": "train",
     "promote": "promote",
     "dlq": "dlq",
+    "drift": "drift",
 }
 
 

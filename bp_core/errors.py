@@ -13,6 +13,7 @@
     │   ├── PromotionInProgress  another promote/rollback holds the registry lock
     │   ├── ChampionUnloadable   the serving champion cannot be loaded to compare against
     │   └── EvaluationFailed     the hold-out or the challenger's scores could not be made
+    ├── CannotCompare            drift cannot be checked (no champion, no readings, no reference data)
     └── SinkError                a sink could not make a batch durable
         └── SinkUnavailable      ...for a reason that may pass (server down, disk full)
 
@@ -80,6 +81,10 @@ class ChampionUnloadable(PromotionError):
 
 class EvaluationFailed(PromotionError):
     """The hold-out could not be simulated, or the challenger could not be scored on it."""
+
+
+class CannotCompare(BPError):
+    """A drift check has nothing to compare: no champion, no live readings, or no reference data."""
 
 
 class SinkError(BPError):

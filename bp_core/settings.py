@@ -78,6 +78,9 @@ class Settings:
     gate_brier_margin: float = 0.01
     gate_min_shadow_readings: int = 5000
     patient_context: bool = True           # judge readings against the patient's history
+    # Drift monitoring: where the drift DAG leaves Prometheus figures.
+    metrics_textfile_dir: Path | None = None   # node-exporter textfile collector folder
+    pushgateway_url: str | None = None         # a Prometheus Pushgateway, host:port or URL
 
     @property
     def dlq_topic(self) -> str:
@@ -122,6 +125,8 @@ class Settings:
             gate_brier_margin=_float(env, "BP_GATE_BRIER_MARGIN", cls.gate_brier_margin),
             gate_min_shadow_readings=_int(env, "BP_GATE_MIN_SHADOW_READINGS", cls.gate_min_shadow_readings),
             patient_context=_switch(env, "BP_PATIENT_CONTEXT", cls.patient_context),
+            metrics_textfile_dir=Path(env.get("BP_METRICS_TEXTFILE_DIR") or data_dir / "metrics"),
+            pushgateway_url=env.get("BP_PUSHGATEWAY_URL") or None,
         )
 
     def with_(self, **changes) -> "Settings":

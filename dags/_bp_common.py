@@ -17,6 +17,9 @@ from airflow.sdk import Asset
 # change never renames an asset in the metadata DB.
 TRAINING_DATA = Asset(name="bp_training_data", uri="bp-monitor://training-data")
 CHALLENGER_MODEL = Asset(name="bp_challenger_model", uri="bp-monitor://models/bp-anomaly-classifier/challenger")
+# Updated by bp_monitor_drift when the live stream drifted from the champion's training
+# data; one of bp_train_model's triggers.
+DRIFT_DETECTED = Asset(name="bp_drift_detected", uri="bp-monitor://drift/detected")
 
 TAGS = ["bp-monitor"]
 
@@ -87,6 +90,12 @@ def world_scenario(params) -> str:
     if name is None:
         name = (Variable.get("bp_scenario", default=None) or "").strip()
     return get_scenario(name or BASELINE).name
+
+
+def drift_events(triggering_events) -> list:
+    """The ``bp_drift_detected`` events among a run's triggering asset events, oldest first."""
+    return [event for events in triggering_events.values() for event in events
+            if getattr(getattr(event, "asset", None), "name", None) == DRIFT_DETECTED.name]
 
 
 def settings():

@@ -19,7 +19,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 DAGS = REPO / "dags"
 PLUGINS = REPO / "plugins"
-DAG_IDS = {"bp_generate_data", "bp_train_model", "bp_promote_model", "bp_stream_simulation"}
+DAG_IDS = {"bp_generate_data", "bp_train_model", "bp_promote_model", "bp_stream_simulation", "bp_monitor_drift"}
 # Modules a DAG file must not import at parse time (they belong inside tasks).
 HEAVY = ("mlflow", "sklearn", "kafka", "pandas", "numpy", "pyarrow", "elasticsearch", "bp_core.model",
          "bp_core.simulation.datasets", "bp_core.simulation.stream", "bp_core.consumer")
@@ -33,6 +33,17 @@ dags = Path(sys.argv[1])
 # BundleDagBag is what the dag-processor and task runner use: it puts the bundle
 # folder on sys.path, so DAG files can share dags/_bp_common.py.
 bag = BundleDagBag(dag_folder=dags, bundle_path=dags)
+
+
+def asset_names(condition):
+    # The asset names in a schedule's condition (an Asset, or AssetAny/AssetAll of them).
+    if condition is None:
+        return []
+    if hasattr(condition, "objects"):
+        return [name for inner in condition.objects for name in asset_names(inner)]
+    return [condition.name]
+
+
 print("@@" + json.dumps({
     "import_errors": {str(k): v for k, v in bag.import_errors.items()},
     "dags": {
@@ -47,6 +58,7 @@ print("@@" + json.dumps({
             "timetable": type(dag.timetable).__name__,
             "params": sorted(dag.params.keys()),
             "outlets": sorted(a.name for t in dag.tasks for a in t.outlets),
+            "schedule_assets": sorted(asset_names(getattr(dag.timetable, "asset_condition", None))),
             "fileloc": dag.fileloc,
         }
         for dag_id, dag in bag.dags.items()
@@ -81,7 +93,7 @@ def test_no_import_errors(dagbag):
     assert dagbag["import_errors"] == {}
 
 
-def test_the_four_dags_exist(dagbag):
+def test_the_five_dags_exist(dagbag):
     assert set(dagbag["dags"]) == DAG_IDS
 
 
@@ -104,6 +116,12 @@ def test_schedules_and_assets(dagbag):
     assert dags["bp_train_model"]["timetable"] == "AssetOrTimeSchedule"
     assert dags["bp_train_model"]["outlets"] == ["bp_challenger_model"]
     assert dags["bp_promote_model"]["timetable"] == "AssetOrTimeSchedule"  # hourly too: deferred decisions
+    assert dags["bp_train_model"]["schedule_assets"] == ["bp_drift_detected", "bp_training_data"], \
+        "weekly, on new data or on drift"
+    assert {"scenario", "patients", "readings"} <= set(dags["bp_train_model"]["params"])
+    assert dags["bp_monitor_drift"]["timetable"] == "CronTriggerTimetable"
+    assert dags["bp_monitor_drift"]["outlets"] == ["bp_drift_detected"]
+    assert {"since", "rearm_hours"} <= set(dags["bp_monitor_drift"]["params"])
     assert dags["bp_stream_simulation"]["timetable"] == "NullTimetable"
     assert {"patients", "readings", "seed", "scenario"} <= set(dags["bp_generate_data"]["params"])
     assert "margin" in dags["bp_promote_model"]["params"]
@@ -160,7 +178,8 @@ for day in ("2026-03-01", "2026-03-03"):
     (root / day).mkdir(parents=True)
     (root / day / "readings.parquet").write_bytes(b"x")
 (root / "2026-03-09").mkdir()  # unfinished: no readings.parquet
-event = SimpleNamespace(extra={"path": str(root / "2026-03-01")})
+event = SimpleNamespace(extra={"path": str(root / "2026-03-01")}, asset=SimpleNamespace(name="bp_training_data"))
+drift = SimpleNamespace(extra={"model_version": "3"}, asset=SimpleNamespace(name="bp_drift_detected"))
 utc = dt.timezone.utc
 out = {
     "newest": str(c.choose_training_data(None, {}, root)),
@@ -170,6 +189,8 @@ out = {
                             "logical_date": dt.datetime(2026, 3, 5, tzinfo=utc)}),
     "manual": c.run_date({"data_interval_start": None, "logical_date": None,
                           "dag_run": SimpleNamespace(run_after=dt.datetime(2026, 3, 7, 12, tzinfo=utc))}),
+    "drift_events": [e.extra for e in c.drift_events({"a": [event], "b": [drift]})],
+    "no_drift_events": c.drift_events({"a": [event]}),
     "plain": c.plain({"p": Path("/a"), "nan": math.nan, "n": [1, 2.5], "t": (True,)}),
 }
 try:
@@ -194,6 +215,7 @@ def test_shared_helpers(tmp_path):
     assert out["manual"] == "2026-03-07", "no data interval: run_after"
     assert out["plain"] == {"p": "/a", "nan": None, "n": [1, 2.5], "t": [True]}
     assert "run bp_generate_data first" in out["missing"]
+    assert out["drift_events"] == [{"model_version": "3"}] and out["no_drift_events"] == []
 
 
 _WORLD = r"""
