@@ -7,7 +7,7 @@ from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, g
 
 from _bp_common import (
     CHALLENGER_MODEL, DAG_DEFAULTS, DRIFT_DETECTED, TAGS, TRAINING_DATA, choose_training_data, drift_events, plain,
-    settings,
+    settings, world_scenario,
 )
 
 DOC = """
@@ -85,16 +85,13 @@ def bp_train_model():
 
 def fresh_data(context, training_dir):
     """A labelled data set simulated from the world the stream is in now (after drift)."""
-    import _bp_common
     from bp_core.simulation.datasets import generate_dataset
 
     params = context["params"]
     when = context["dag_run"].run_after
-    # world_scenario / scenario= come with the simulator's scenarios; until then: baseline.
-    world = {"scenario": _bp_common.world_scenario(params)} if hasattr(_bp_common, "world_scenario") else {}
     out_dir = training_dir / f"{when:%Y-%m-%dT%H%M}-drift"
     return generate_dataset(out_dir, patients=params["patients"], readings=params["readings"],
-                            seed=int(f"{when:%Y%m%d%H%M}") % 2**31, start=when, **world)
+                            seed=int(f"{when:%Y%m%d%H%M}") % 2**31, end=when, scenario=world_scenario(params))
 
 
 bp_train_model()
