@@ -1,59 +1,11 @@
 """The one definition of the model's input features, shared by training and serving.
 
-A reading is anomalous when it is far from normal on *either* side (too high or too
-low), so a linear model on raw (systolic, diastolic) cannot separate the classes: the
-logit would have to rise at both ends. The features below give a logistic regression
-what it needs to say "far from normal, whichever way":
-
-==============================  ==============================================================
-feature                         meaning (mmHg unless stated)
-==============================  ==============================================================
-systolic_mm_hg                  the reading as measured
-diastolic_mm_hg                 the reading as measured
-pulse_pressure_mm_hg            systolic - diastolic
-mean_arterial_pressure_mm_hg    diastolic + pulse pressure / 3
-systolic_above_high_mm_hg       max(systolic - 140, 0): hinge above the systolic high limit
-systolic_below_low_mm_hg        max(90 - systolic, 0): hinge below the systolic low limit
-diastolic_above_high_mm_hg      max(diastolic - 90, 0)
-diastolic_below_low_mm_hg       max(60 - diastolic, 0)
-worst_exceedance_mm_hg          signed distance to the normal box: the largest of the four
-                                (limit - value) excesses; < 0 inside, > 0 outside, so one
-                                coefficient expresses "outside on any side"
-squared_deviation               ((s - 115) / 25)^2 + ((d - 75) / 15)^2: squared, scaled
-                                distance from a reference centre (unitless)
-==============================  ==============================================================
-
-The limits are fixed clinical *reference* constants (the brief's 140/90 and 90/60), not
-the configurable alert thresholds in ``Settings``: a served model must see the same
-features whatever thresholds a deployment configures, or retraining would be needed
-each time an operator tunes the rules.
-
-Context features (``CONTEXT_FEATURE_NAMES``, from ``bp_core.context.ContextColumns``): the
-patient's baseline (mean of the previous 7 days, at least 5 readings) tells how much of
-a reading's distance from the limits is the patient and how much is noise. A reading
-noisy by ~5 mmHg on a day-to-day variability of ~5-7 mmHg says about as much about the
-true pressure as the patient's mean does, so besides the deviation from the baseline,
-the limit features (the hinges, the worst exceedance and the squared deviation above)
-are computed on the baseline and on the midpoint of reading and baseline. Without a
-baseline these fall back to the reading's own values and ``has_baseline`` is 0, so a
-patient with no history is scored like the single-reading model would.
-
-==================================  =========================================================
-feature                             meaning
-==================================  =========================================================
-has_baseline                        1 when the reading has a baseline, else 0
-systolic_minus_baseline_mm_hg       reading - baseline (0 without a baseline)
-diastolic_minus_baseline_mm_hg
-baseline_<limit feature>            the six limit features of the baseline
-midpoint_<limit feature>            the six limit features of (reading + baseline) / 2
-arv_systolic_mm_hg                  average real variability of systolic over the 7-day
-                                    window (0 for a first reading)
-==================================  =========================================================
-
-``model_matrix`` builds the input of a model from its ``feature_names`` (the single-
-reading set ``FEATURE_NAMES`` or the context set ``CONTEXT_MODEL_FEATURES``): training
-and the consumer call it, so both see the same columns. It is pure NumPy, vectorised,
-and cheap enough for the consumer's hot path (well under 1 µs per row on batches).
+``FEATURE_NAMES`` describe one reading (measured values, pulse pressure, mean arterial
+pressure, hinges beyond the fixed clinical reference limits 140/90 and 90/60, a signed
+worst exceedance and a squared deviation: what a logistic regression needs to say "far
+from normal, whichever way"); ``CONTEXT_FEATURE_NAMES`` add the patient's 7-day context.
+``model_matrix`` builds a model's input from its ``feature_names``, vectorised, for
+training and the consumer alike. Each feature and why: docs/internals.md#model-features.
 """
 
 from __future__ import annotations

@@ -1,42 +1,11 @@
-"""Clinical rules: anomaly thresholds and AHA 2017 blood-pressure categories.
+"""Clinical rules: anomaly thresholds, context anomalies and AHA 2017 categories.
 
-Pure functions, in a scalar form (one reading) and a vectorised form (numpy arrays, for
-the consumer's batches); tests check that both agree everywhere.
-
-Anomaly (the brief's thresholds, configurable): systolic above ``systolic_high`` (140)
-or below ``systolic_low`` (90), diastolic above ``diastolic_high`` (90) or below
-``diastolic_low`` (60), all strict: 140/90 is not an anomaly, 141 or 89 systolic is.
-
-Context anomalies, when the reading has a baseline (the patient's mean over the previous
-7 days, ``bp_core.context``), even inside the normal box: ``rise_from_baseline`` when
-systolic >= baseline + 20 or diastolic >= baseline + 10, ``drop_from_baseline`` when
-systolic <= baseline - 20 or diastolic <= baseline - 10 (deltas configurable:
-``BP_BASELINE_SYSTOLIC_DELTA``, ``BP_BASELINE_DIASTOLIC_DELTA``). 20/10 mmHg is the change
-that consensus definitions treat as clinically meaningful within one patient: a fall of
->= 20 systolic or >= 10 diastolic defines orthostatic hypotension (Freeman et al., Clin
-Auton Res 2011;21:69-72; kept by the 2024 ESC hypertension guidelines), a rise of >= 20
-systolic orthostatic hypertension (Jordan et al., Clin Auton Res 2023;33:69-73). It is
-also well beyond the spread of a reading around its patient's mean from measurement
-alone (SD about 5/4 mmHg, Muntner et al., Hypertension 2019). No baseline, no context
-anomaly.
-
-Category (AHA/ACC 2017, plus hypotension), first match wins::
-
-    hypertensive_crisis    systolic > 180  or diastolic > 120
-    hypertension_stage_2   systolic >= 140 or diastolic >= 90
-    hypertension_stage_1   systolic >= 130 or diastolic >= 80
-    hypotension            systolic < 90   or diastolic < 60
-    elevated               systolic >= 120           (diastolic < 80 by now)
-    normal                 everything else: systolic < 120 and diastolic < 80
-
-Precedence: the hypertensive categories come before hypotension because they carry the
-higher clinical risk and AHA classifies by the worse of the two numbers (150/55 is
-stage 2, not hypotension); hypotension comes before elevated and normal because a low
-number is itself clinically relevant (125/55 is hypotension). Readings with diastolic
->= systolic never get here: the parser rejects them. The AHA bands are written for whole
-mmHg; the half-open bounds above extend them to decimals without gaps (129.5 is
-elevated, 180.5 is a crisis). The category and the anomaly flag are separate fields:
-neither is derived from the other.
+Pure functions, scalar and vectorised (tests check both agree). Anomaly: systolic above
+140 or below 90, diastolic above 90 or below 60 (strict, configurable); with a baseline,
+``rise_from_baseline`` / ``drop_from_baseline`` at 20 systolic or 10 diastolic (Freeman
+et al. 2011; Jordan et al. 2023). Categories: crisis > stage 2 > stage 1 > hypotension >
+elevated > normal, first match wins. Bounds, precedence and sources:
+docs/internals.md#clinical-rules.
 """
 
 from __future__ import annotations

@@ -198,7 +198,7 @@ class ConsumerService:
             ensure_topic(settings, settings.alerts_topic, partitions=partitions)
         if settings.patient_context:
             topic = changelog_topic(settings.consumer_group)
-            ensure_topic(settings, topic, partitions=partitions, config=CHANGELOG_CONFIG)
+            ensure_topic(settings, topic, partitions=partitions, config=CHANGELOG_CONFIG, grow=True)
             self.context = PatientContext(topic, lambda: clients.kafka_consumer(
                 settings, "bp-consumer-state-restore", max_partition_fetch_bytes=16 * 1024 * 1024,
                 fetch_max_bytes=64 * 1024 * 1024))

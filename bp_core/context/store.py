@@ -1,44 +1,14 @@
 """Per-patient state of one source partition: each reading judged against the patient's last 7 days.
 
-``PatientStore.apply`` takes a batch of readings in Kafka order and gives, for each, the
-context of ``ContextColumns`` (baseline, 7-day home average, ARV, time since the previous
-reading), the sustained-hypertension changes it caused (``StatusChange``) and the
-patients whose state changed (to write to the changelog with ``encode``).
-
-Definitions (``t`` = the reading's effective time, ``W`` = 7 days):
-
-- a patient's *window* for a reading is the patient's readings placed before it (by
-  effective time; equal times by arrival) with effective time in ``(t - W, t)``: a reading
-  exactly 7 days older is out, so a reading a day at the same hour gives 6 previous
-  readings plus this one, the 7 days of ESH's protocol;
-- ``baseline``: the mean of the window, when it holds at least ``MIN_BASELINE_READINGS``;
-- ``home average``: the mean of the window plus this reading; ``ARV``: the mean absolute
-  difference of consecutive systolic values over the same readings (Mena et al., J
-  Hypertens 2005);
-- ``sustained_hypertension``: the home average of the patient's latest window (ending at
-  the latest reading) over at least 12 readings is >= 135 systolic or >= 85 diastolic
-  (ESH 2021 home-monitoring threshold and protocol: Stergiou et al., J Hypertens
-  2021;39:1293-1302). It is re-evaluated whenever the patient's state changes and
-  reported only when it starts or ends.
-
-Rules: readings arriving out of order are placed by effective time; a reading 7 days or
-more older than the patient's latest one is ``too_old`` and does not move the state (its
-window lies before what the state holds: it gets no history); a reading whose
-observation id the state holds with the same time and values is a replay and gets back,
-byte for byte, the context of its first application (a reading that has left the state
-since, 7 days or 128 readings later, is too old by then); with the same id and other values
-(``amended``, ``corrected``, or any update) it replaces the one held;
-``entered-in-error`` removes it. A late reading's window is cut at the state's horizon
-(the latest reading minus 7 days); readings already applied keep the context they were
-given when a late one, an amendment or a removal changes their past.
-
-Memory bound, per patient: the readings of the last 7 days, at most ``MAX_READINGS``
-(128: every reading of a patient measured up to about every 80 minutes for 7 days, so
-the ESH home protocol's 28 a week, the simulator's 42 and a 24-hour ambulatory
-recording of ~70 all fit whole; past 128 the oldest goes first: a baseline over 127
-readings is no less precise). Each reading is one packed 37-byte record holding its
-values (in 0.1 mmHg, so sums are exact integers) and the context it was given;
-``docs/patient-context.md`` has the measured RSS.
+``PatientStore.apply`` takes a batch of readings in Kafka order and gives, for each, its
+context (``ContextColumns``: baseline from at least 5 previous readings in the 7 days
+before it, 7-day home average, ARV, time since the previous reading), the
+sustained-hypertension changes it caused (``StatusChange``) and the patients whose state
+changed (``encode`` them for the changelog). Late readings are placed by effective time;
+a replayed reading gets back the context it was first given; ``entered-in-error``
+removes one. Per patient: 7 days and at most ``MAX_READINGS``, 37 bytes a reading.
+Definitions, rules and sources: docs/patient-context.md and
+docs/internals.md#the-patient-store.
 """
 
 from __future__ import annotations

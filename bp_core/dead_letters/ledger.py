@@ -1,35 +1,11 @@
 """What the dead-letter topic already holds for records read but not yet committed.
 
-A dead-letter record is acknowledged before the offsets of its batch are committed, so a
-crash in between (kill -9, a lost partition, a failed send whose records landed anyway)
-would send it again on replay. The ledger makes the DLQ exactly once in effect, like the
-other two sinks, with one number kept where the offsets are:
-
-- every DLQ record goes to partition ``DLQ_PARTITION`` (0) of the dead-letter topic, so
-  its records are in one order;
-- each offset commit of a source partition carries a *mark* in its metadata
-  (``bp-dlq/1:<dlq offset>``): every DLQ record for that source partition at or after it
-  may belong to a batch that is not committed; every one before it belongs to a committed
-  batch;
-- whoever reads the source partition next (this member after a failed send, the next
-  owner after a crash or a rebalance) reads the DLQ from the committed mark to its end
-  first, and does not send again what it finds there for that partition: the same
-  source offset, stage and reason (a Bundle may give several documents Elasticsearch
-  refuses, each its own DLQ record, told apart by the reason, which names it).
-
-The mark at a commit of offset ``c`` is the lowest of: the DLQ position of any record
-known to be there for an offset at or after ``c`` (read back, or acknowledged and not
-yet committed); where a failed send of this partition's records may have landed, until
-the DLQ is read back; and otherwise the higher of the DLQ's end when the partition was
-taken up and the position after this process's last acknowledged DLQ record. Those two
-bound where a later record can land: a source partition has one writer at a time, and
-its records are appended after everything before them. A partition taken up without a
-mark (a new group, or offsets committed before marks existed) is read back from the
-DLQ's beginning and gets a mark committed at once, before any of its records can be
-dead-lettered, so a crash before its first batch's commit is covered too.
-
-``DeadLetterLedger`` is pure bookkeeping (thread-safe: the consumer's thread commits,
-its writer thread sends); ``DeadLetterReader`` reads the DLQ back.
+Every DLQ record goes to partition 0, and each offset commit of a source partition
+carries a mark (``bp-dlq/1:<dlq offset>``) from which the DLQ may hold records of batches
+not yet committed; the next reader of the partition reads the DLQ back from there and
+does not send again what it finds: the DLQ is exactly once in effect.
+``DeadLetterLedger`` is pure bookkeeping (thread-safe); ``DeadLetterReader`` reads the
+DLQ back. How the mark is computed: docs/internals.md#the-dead-letter-ledger.
 """
 
 from __future__ import annotations

@@ -1,29 +1,9 @@
 """``bp dlq replay``: send dead letters back to the topic, each exactly once in effect.
 
-Once the cause of a rejection is fixed (an index mapping, a parser rule, an upstream
-sender's bug), the dead letters it caused can go through the pipeline again. A replay
-sends each one's original key and bytes to ``BP_TOPIC`` with a ``bp.replay.of`` header
-naming the DLQ record, and keeps its place in the DLQ as the committed offsets of a
-consumer group (``bp-dlq-replay`` unless ``--group`` says otherwise): a second replay
-sends only what was dead-lettered since.
-
-A replay killed between a send and the commit that covers it must not send it again:
-``bp consume`` would archive a normal reading twice (the archive knows Kafka positions,
-and a replayed message has a new one). So every commit of the replay's DLQ position
-carries a *mark* in its metadata, like the consumer's DLQ mark (``bp_core.dead_letters.ledger``):
-
-- ``bp-replay/1:`` (clean): everything this group sent is covered by the commit;
-- ``bp-replay/1:0=120,1=98,2=131``: the topic's end offsets, partition by partition,
-  before any send the commit does not cover; a send after that commit landed after them.
-
-A replay that starts from a mark that is not clean reads the topic from the mark to its
-end first, and does not send again the dead letters it finds there (by their
-``bp.replay.of`` header). Before its first send, a replay commits a mark (the topic's end
-now); after every chunk of sends is acknowledged, it commits its DLQ position with the
-topic's end then; when it is done, the clean mark. So the read after an interruption
-covers at most the topic's traffic since the interrupted replay's last commit.
-
-Run one replay at a time per group: two at once would both send.
+A replay keeps its place in the DLQ as a consumer group's offsets, and every commit
+carries a mark (the topic's end before any send it does not cover), so a replay killed
+between a send and its commit is taken up without sending anything twice. Run one replay
+at a time per group. How: docs/internals.md#dead-letter-replay.
 """
 
 from __future__ import annotations

@@ -1,58 +1,11 @@
 """Parsing FHIR R4 blood-pressure Observations into ``Reading`` objects.
 
-This runs on every Kafka message, so it is a hand-written validator over plain dicts
-(``orjson`` for the JSON, direct key access, no pydantic models); see
-``docs/bench-fhir-validation.md`` for the figures behind that choice.
-
-What is accepted (everything else is rejected with a one-line reason):
-
-- ``resourceType`` ``Observation`` whose ``code.coding`` holds LOINC 85354-9 (blood
-  pressure panel) in any position, e.g. after a device code.
-- Components found by their LOINC code, in any order: 8480-6 (systolic) and 8462-4
-  (diastolic). A component with a ``dataAbsentReason`` or no ``valueQuantity`` counts as
-  missing, and a missing one is a reject.
-- Values are JSON numbers (not strings, booleans, NaN or infinities) in UCUM ``mm[Hg]``
-  (the ``code`` when ``system`` is UCUM or absent, else the ``unit`` text ``mmHg`` or
-  ``mm[Hg]``). Values in ``kPa`` are converted with ``codes.MM_HG_PER_KPA`` and rounded
-  to 0.1 mmHg (a kPa device's own resolution, 0.1 kPa, is 0.75 mmHg: more digits
-  would be noise). Any other unit is a reject.
-- Physically possible values only: both positive, systolic <= 300, diastolic <= 200,
-  diastolic below systolic.
-- ``status``: ``final``, ``amended``, ``corrected``, ``preliminary`` and ``unknown``
-  are accepted (a value exists; the status is kept in ``Reading.status``; for
-  surveillance a possible crisis with an uncertain status is better seen than
-  dropped; ``amended`` and ``corrected`` replace the earlier reading with the same
-  identity). ``entered-in-error`` is a retraction of the earlier reading with the same
-  identity: it needs an ``id`` and a Patient subject, and nothing else has to be usable
-  (values absent, invalid or impossible give NaN; an absent or invalid effective time
-  gives None). ``registered`` (no result yet), ``cancelled``, a missing status and any
-  other code are rejected.
-- Effective time from ``effectiveDateTime``, ``effectiveInstant`` or
-  ``effectivePeriod.start`` (``.end`` when there is no start). FHIR partial dates
-  (``2012``, ``2012-09``, ``2012-09-17``) are valid and mean midnight UTC on the first
-  day. A time without a timezone (invalid FHIR, but common) is taken as UTC.
-- ``subject`` referring to a Patient: ``Patient/123``, ``https://host/fhir/Patient/123``
-  (``/_history/n`` ignored) and ``urn:uuid:abc`` give ``123`` / ``abc``; a reference
-  with only a logical ``identifier`` gives its ``value``.
-- Without an ``id``, the observation id is ``sha1-`` + the SHA-1 of the resource's
-  canonical JSON (sorted keys), so a replay of the same resource maps to the same id.
-- ``device`` (optional, never a reason to reject): ``Device/<id>`` (also absolute,
-  versioned or ``urn:uuid:`` forms, or a logical ``identifier``) gives ``device_id``,
-  its ``display`` gives ``device_model``; any other shape gives None.
-- In a Bundle, an entry's ``fullUrl`` that is the Observation's absolute URL
-  (``http(s)://<base>/Observation/<id>``, ``/_history/n`` cut) is kept as
-  ``Reading.full_url``; ``urn:uuid:`` fullUrls are placeholders local to the Bundle and
-  are not kept. ``bp_core.fhir.ids.reading_key`` derives the reading's identity from it.
-
-Two paths, one behaviour. Nearly every message on the stream has the common form: one
-Observation with an ``id``, ``effectiveDateTime``, a ``Patient/<id>`` subject, both
-values in UCUM ``mm[Hg]`` and a ``Device/<id>`` device (or none). ``parse_common_form``
-decodes only the fields it needs, straight into typed structs (``msgspec``: no dict per
-JSON object), and checks them in a few comparisons. Whatever it does not recognise as a valid common-form Observation
-(a Bundle, NDJSON, kPa, a missing id, a reject of any kind, a JSON type it does not
-expect) goes to ``parse_payload_generic``, the full validator over plain dicts, which
-gives every reject its reason. The fast path only ever answers with a ``Reading`` the
-full one gives too; the fuzz suite checks that on every mutated payload.
+Two paths, one behaviour: ``parse_common_form`` decodes the common form (one Observation
+with an id, ``effectiveDateTime``, a ``Patient/<id>`` subject, values in ``mm[Hg]``, an
+optional ``Device/<id>``) straight into typed structs; anything else goes through
+``parse_payload_generic``, the full validator over plain dicts, which gives every reject
+its one-line reason. The fast path only answers what the full one would (the fuzz suite
+checks it). What is accepted, converted and rejected: docs/internals.md#fhir-input.
 """
 
 from __future__ import annotations

@@ -1,29 +1,12 @@
 """Champion/challenger promotion, operator override and rollback, recorded in the MLflow registry.
 
-``promote`` scores the 'challenger', the 'champion' and the rules alone on ONE fresh
-simulated hold-out (its seed derived from the challenger's version, its world from the
-version's ``training.scenario`` tag), reads the challenger's live shadow evidence, and
-applies the gate's rules (``bp_core.model.gate``). Its decision is ``promoted``,
-``rejected``, ``deferred`` (not enough live evidence yet) or ``unchanged`` (already
-champion). A version an operator rolled back is ``rejected`` without evaluation until an
-operator brings it back with ``promote_version`` (``bp promote --version N --reason``).
-
-Every change follows one path, ``_commit``, under the registry lock
-(``registry_lock.RegistryLock``):
-
-1. finish any change an interrupted run left (the ``bp.gate.pending`` tag, below);
-2. check 'champion' still points where it did when this run read it (``ChampionMoved``);
-3. write the decision and all its figures as tags of the version (``promotion.*``);
-4. with aliases to move: write the moves as the registered model's ``bp.gate.pending``
-   tag, move the aliases, mark the version's record ``done``, delete the pending tag.
-
-A crash before 4 leaves nothing moved (a rerun decides again); a crash during 4 leaves
-the pending tag, which the next promote or rollback completes first (a rerun of a
-decided promotion reports that decision, ``completed=True``). Failures before 3
-(evaluation, an unloadable champion, the registry) leave the registry as it was.
-
-Fault tests kill the process there with ``BP_CRASH_AT=promotion.after-record`` (or
-``promotion.after-first-move``): ``bp_core.crashpoints``.
+``promote`` scores the challenger, the champion and the rules on one simulated hold-out
+from the challenger's world, reads its live shadow evidence and applies the gate
+(``bp_core.model.gate``): ``promoted``, ``rejected``, ``deferred`` or ``unchanged``. Every
+change goes through ``_commit`` under the registry lock: finish an interrupted change,
+check 'champion' has not moved, write the decision and its figures, then move the
+aliases (a crash leaves nothing moved or a decision the next run completes). The steps:
+docs/internals.md#promotion; the rules: docs/model-lifecycle.md.
 """
 
 from __future__ import annotations

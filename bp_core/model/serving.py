@@ -1,30 +1,11 @@
 """Serve the promoted model to the consumer, and follow promotions without a restart.
 
-``ModelProvider`` polls the registry alias (``settings.model_alias``, 'champion', or the
-``alias`` it is given, e.g. 'challenger' for shadow scoring) every ``refresh_seconds``;
-when it points at another version it loads
-``models:/NAME/<version number>`` (the number, not the alias: the alias could move again
-between the lookup and the download) and swaps it in. With ``BP_MODEL_PATH`` it serves
-a joblib file instead and reloads it when the file's mtime changes.
-
-The provider never raises: with no champion, or MLflow unreachable, the consumer runs
-on the rules alone (``current is None``) or keeps the model it has, and a warning is
-logged once per outage, not at every poll. A provider of another alias than the serving
-one drops its model when the alias is removed (nothing to shadow), and one that cannot
-load its first version has none.
-
-With ``background=True`` (the consumer) the checks after the first load run on a
-daemon thread, ``bp-model-refresh``: a registry lookup or a model download never holds
-up a batch. The thread leaves the model it loaded in a one-slot mailbox and the consumer
-swaps it in between batches (``maybe_refresh``), so a batch is scored by one model and
-the swap is logged before the first batch the new version scores. Without it (tests,
-``bp classify``) ``maybe_refresh`` checks synchronously when the interval is due.
-
-The first load (``start``) is synchronous, and an unreachable tracking server must not
-stall it, nor hold the refresher for minutes: for HTTP tracking URIs the
-provider lowers MLflow's request retries and timeout (``MLFLOW_HTTP_REQUEST_MAX_RETRIES``
-=1, ``MLFLOW_HTTP_REQUEST_TIMEOUT``=10 s) unless they are set in the environment; the
-defaults (7 retries with exponential backoff, 120 s) would block for minutes.
+``ModelProvider`` follows a registry alias (``champion``, or ``challenger`` for shadow
+scoring): when it points at another version it loads ``models:/NAME/<version>`` and swaps
+it in between batches, the checks and downloads on a background thread so a slow or
+unreachable registry never holds up a batch. It never raises: without a model the
+consumer runs on the rules. With ``BP_MODEL_PATH`` it serves a joblib file.
+Details: docs/internals.md#serving.
 """
 
 from __future__ import annotations

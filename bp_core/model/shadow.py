@@ -1,37 +1,12 @@
 """Shadow scoring: live evidence about the 'challenger', gathered while the champion serves.
 
-The consumer scores every batch with the challenger as well, never routes on it, and hands
-the three score arrays to a ``ShadowRecorder``; the gate reads the totals back with
-``read_evidence``. The consumer's side::
-
-    # with the registry only (not with BP_MODEL_PATH: a file has no challenger)
-    challenger = ModelProvider(settings, alias=CHALLENGER, background=True)   # serving.py
-    recorder = ShadowRecorder(settings, registry=metrics.registry)           # Prometheus registry
-    challenger.start(); recorder.start()
-    # between batches, as for the champion:  challenger.maybe_refresh()
-    # per batch, when challenger.current exists and is not the serving champion:
-    recorder.record(challenger.current.version, champion.version if champion else None,
-                    rule_flags, champion_probabilities_or_None, challenger_probabilities)
-    # at shutdown
-    recorder.close(); challenger.close()
-
-``record`` is arithmetic on the batch's arrays and a counter update under a lock: it never
-blocks on MLflow and never raises on MLflow's account. A daemon thread publishes the
-evidence every ``publish_seconds`` (and at ``close``) as metrics of the challenger
-version's MLflow run (``ModelVersion.run_id``)::
-
-    shadow/vs-<champion version, or 'rules'>/<member>/<field>   (step = readings scored)
-
-``member`` names one consumer process (group, host, pid, start time): each member
-publishes its own running totals and ``read_evidence`` sums the latest value of each
-member, so several consumers of one group (each with its share of the partitions) and a
-restarted one (a new member) add up. Evidence is per champion version: readings scored
-while another version served say nothing about this comparison.
-
-What a crash does: the readings scored since the member's last publish are lost (the
-evidence is a lower bound), and readings whose evidence was published but whose offsets
-were not committed are redelivered and scored again (a rebalance or ``--from-beginning``
-replays count again too). The count is of shadow scorings, not of distinct readings.
+The consumer hands each batch's rules flags and both models' probabilities to a
+``ShadowRecorder`` (``record`` never blocks on MLflow); a daemon thread publishes each
+consumer member's running totals as metrics of the challenger version's MLflow run
+(``shadow/vs-<champion>/<member>/<field>``), and ``read_evidence`` sums the latest value of
+each member for the gate. Evidence is a lower bound after a crash and counts shadow
+scorings, not distinct readings. The consumer's side and the details:
+docs/internals.md#shadow-evidence.
 """
 
 from __future__ import annotations

@@ -1,35 +1,11 @@
 """Train the anomaly classifier, track the run in MLflow, register it as 'challenger'.
 
-Pipeline: ``StandardScaler`` -> ``LogisticRegression`` on ``bp_core.features`` of the
-*measured* systolic/diastolic; target: ``label`` (the noise-free true values cross the
-thresholds). The model therefore learns how far a noisy measurement must be from the
-limits before the true pressure is likely abnormal, and gives a probability the rules
-cannot.
-
-Two models are fitted on the same split: the single-reading model (``FEATURE_NAMES``)
-and the context model (``CONTEXT_MODEL_FEATURES``: the same plus the patient's 7-day
-context, computed by ``bp_core.context`` over the data set in effective-time order, as
-the consumer's state computes it on the stream). The registered one (the context model
-by default) is logged with its figures unprefixed, the other one's figures carry its
-feature set's prefix (``single_reading_`` or ``context_``), and ``false_alarms_at_equal_
-recall`` compares them where the single-reading model operates.
-
-Choices:
-- The hold-out is made of *patients* never seen in training (``GroupShuffleSplit``):
-  the consumer scores new patients, and readings of one patient are correlated.
-- ``class_weight=None``: the consumer uses the probability itself (threshold 0.5 by
-  default, logged in Elasticsearch) and training logs a calibration plot and the Brier
-  score; re-weighting classes would inflate every probability. Recall on the rare
-  classes comes from the features (hinges beyond the limits), not from re-weighting.
-- Serialization ``skops`` (MLflow's default): a plain Pipeline of StandardScaler and
-  LogisticRegression contains only types skops trusts by default, so it loads back with
-  no ``skops_trusted_types`` and no pickle. ``--export`` also writes a joblib file for
-  ``BP_MODEL_PATH`` (the original brief's ``bp_logreg.pkl``).
-- The experiment gets an explicit artifact location under ``data_dir/mlflow/artifacts``
-  when the tracking store is local, so artifacts never land in the working directory;
-  against a tracking server the server's artifact store is used.
-
-No Airflow imports here: DAG tasks call ``train_and_register``.
+``StandardScaler`` -> ``LogisticRegression`` on the features of the measured values (and
+the patient's context); target: the simulator's truth. The single-reading and the
+context model are fitted on one patient split and logged together; the registered one
+(the context model by default) becomes ``challenger``. The choices (split by patient, no
+class weights, skops serialization): docs/internals.md#training. No Airflow imports: DAG
+tasks call ``train_and_register``.
 """
 
 from __future__ import annotations

@@ -1,73 +1,10 @@
 """The synthetic cohort simulator: patients, their true blood pressure, noisy readings.
 
-Deterministic by seed: the same ``(n_patients, seed, start, interval, scenario)`` always
-gives the same patients and the same readings, reading by reading.
-
-Model of one reading (patient ``p``, its ``k``-th reading, at clock time ``t``)::
-
-    awake_level  = baseline(p) + day_effect(p, day(t)) + change(p, t)   # changes: see below
-    true_value   = awake_level * (1 - dip(p) * night(t))                 # night-time dip
-    true_value   = episode(p, day(t), t) applied, if any                 # rare crisis / hypotension
-    measured     = round(true_value + device_offset(p) + noise)          # what the cuff reports
-    label        = true_value crosses the clinical thresholds            # 140/90 high, 90/60 low
-
-So the label is about the *true* pressure, and a model trained on the measured values
-learns P(true anomaly | noisy measurement). ``device_offset`` is zero except in the
-``cuff-offset`` scenario (``bp_core.simulation.scenarios``).
-
-Calibration (orders of magnitude, from the sources named):
-
-- Age of adults 18–90: piecewise-uniform on decades, weighted like the US adult
-  population (US Census Bureau, 2020 Census age structure): 21 % 18–29 … 5 % 80–90;
-  51 % female.
-- Hypertension (≥130/80, 2017 ACC/AHA guideline, Whelton et al., Hypertension 2018):
-  age-specific prevalence after Muntner et al., Circulation 2018 ("Potential US
-  population impact of the 2017 ACC/AHA high blood pressure guideline", NHANES
-  2011–2014): about 1 in 4 below 45, about half at 45–64, three quarters or more from
-  65; men more often than women below 60. Overall ~46 % of the simulated adults.
-- Hypotension: chronic low blood pressure in a few percent (more in young women and
-  the very old); hypotensive episodes (e.g. orthostatic) mostly in them and the elderly.
-- Levels: adult mean SBP ~122, DBP ~72 mmHg (NHANES 2015–2018 means, CDC NCHS data
-  briefs); SBP rises ~0.5 mmHg/year across adulthood; DBP rises until the fifties then
-  falls (Framingham: Franklin et al., Circulation 1997), which yields isolated systolic
-  hypertension in the elderly.
-- Variability: day-to-day SD ~5 (SBP) / ~3.5 (DBP) mmHg, larger in hypertension;
-  measurement noise SD 5 / 4 mmHg (within-visit repeatability of automated cuffs, AHA
-  scientific statement on BP measurement, Muntner et al., Hypertension 2019).
-- Night-time dip: 10–20 % in "dippers" (~70 %); 0–10 % in "non-dippers", who are more
-  common with hypertension and age (ESH ambulatory BP monitoring position paper,
-  O'Brien et al., J Hypertens 2013). Sleep is taken as 23:00–06:00 UTC with one-hour
-  ramps; readings are spread evenly over the 24 hours (continuous monitoring).
-- Episodes: a hypertensive crisis (>180 and/or >120, AHA 2017) or a hypotensive episode
-  lasts 1–6 hours on a patient-day drawn at random. They are deliberately more frequent
-  than clinical incidence so that a stream contains some, yet crisis readings stay
-  well under 1 % of all readings (about 0.1 %).
-
-Changes of the true level (``change(p, t)``; most patients have none in a month):
-
-- Starting an antihypertensive: a standard dose of any of the five main classes lowers
-  SBP/DBP by 9.1/5.5 mmHg, 1.0/1.1 mmHg more per 10 mmHg higher pretreatment pressure,
-  and classes add up (Law et al., BMJ 2003, 354 trials); half the maximum effect is
-  reached after about a week, approached asymptotically (Lasserson et al., Heart 2011).
-  Here 30 % of stage-2 patients (baseline ≥140 or ≥90) start on a day 2–30 after the
-  cohort's start, one drug (65 %) or two, individual response ×0.5–1.5, half-time
-  0.5–1.5 weeks; the change is "under way" for its first 28 days, the fall stays.
-- Intercurrent illness: NSAIDs raise mean pressure by ~5 mmHg (Johnson et al., Ann
-  Intern Med 1994), as pain does; dehydrating illness (vomiting, diarrhoea, fever)
-  lowers it, which is why "sick day" guidance pauses antihypertensives (Think Kidneys
-  position statement, 2018). Here 15 % of patients per 30 days, for 2–10 days,
-  ±8–25 mmHg systolic (diastolic 40–60 % of it), rises 55 %: larger and more frequent
-  than those averages, so that the 20/10 mmHg baseline deltas meet some.
-- Gradual drift: seasons (summer − winter −5.6/−3.3 mmHg, Stergiou et al., J Hypertens
-  2020), weight (~1 mmHg per kg, Neter et al., Hypertension 2003), treatment stopped.
-  Here 10 % of patients drift by ±5–12 mmHg systolic (half that diastolic) over 3–8
-  weeks starting in the first 30 days: faster than seasons, so weeks of data hold some.
-
-Randomness: patient attributes come from seeded ``numpy.random.Generator``s and a seeded
-``Faker``; reading-level draws use a counter-based hash (SplitMix64) of
-``(seed, stream, patient, day, period or reading index)``, so reading ``i`` is a pure
-function of ``i``: chunked generation (the producer) equals one big frame, and all
-readings of a patient on one day share that day's effect and episode.
+Deterministic by seed: reading ``i`` is a pure function of ``i`` (counter-based SplitMix64
+draws), so chunked generation equals one big frame. Each reading knows the noise-free
+truth behind it (``label``: the true values cross the thresholds). The model of a
+reading, its calibration and sources: docs/simulation.md and
+docs/internals.md#the-simulated-cohort.
 """
 
 from __future__ import annotations
