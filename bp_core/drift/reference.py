@@ -77,7 +77,7 @@ def with_model(settings: Settings, champion: Champion) -> Champion:
     """
     from dataclasses import replace
 
-    from bp_core.model.promotion import model_cache_dir
+    from bp_core.model.registry import model_cache_dir
     from bp_core.model.registry import load_version
     from bp_core.model.serving import served
 

@@ -26,6 +26,7 @@ from bp_core.crashpoints import crash_point
 from bp_core.errors import ChampionMoved, ChampionUnloadable, EvaluationFailed, ModelUnavailable, UsageError
 from bp_core.model.decision import RECORD_TAG, STATE_TAG, PromotionDecision
 from bp_core.model.gate import DEFAULT_MARGIN, GateParameters, judge, served_metrics
+from bp_core.model.registry import model_cache_dir
 from bp_core.settings import Settings
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -41,11 +42,6 @@ PENDING_TAG = "bp.gate.pending"
 def holdout_seed_for(version: str) -> int:
     """The hold-out seed of a challenger version: deterministic, distinct per version."""
     return HOLDOUT_SEED_BASE + int(version)
-
-
-def model_cache_dir(settings: Settings) -> Path:
-    """Where downloaded model versions are cached (``data_dir/mlflow/model-cache``)."""
-    return Path(settings.data_dir) / "mlflow" / "model-cache"
 
 
 def _now() -> str:

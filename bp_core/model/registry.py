@@ -20,6 +20,11 @@ CHALLENGER = "challenger"
 PREVIOUS_CHAMPION = "previous-champion"
 
 
+def model_cache_dir(settings) -> Path:
+    """Where downloaded model versions are cached (``data_dir/mlflow/model-cache``)."""
+    return Path(settings.data_dir) / "mlflow" / "model-cache"
+
+
 def client_for(tracking_uri: str):
     """An ``MlflowClient`` bound to one tracking (and registry) URI.
 

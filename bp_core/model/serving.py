@@ -223,7 +223,7 @@ class ModelProvider:
         return loaded
 
     def _load_newer_version(self) -> ServedModel | None:
-        from bp_core.model.promotion import model_cache_dir
+        from bp_core.model.registry import model_cache_dir
         from bp_core.model.registry import client_for, get_alias_version, load_version
 
         settings = self._settings

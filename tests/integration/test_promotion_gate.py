@@ -33,7 +33,7 @@ import pytest
 from bp_core import crashpoints
 from bp_core.errors import ChampionMoved, PromotionInProgress
 from bp_core.model import promotion
-from bp_core.model.registry import CHALLENGER, CHAMPION, PREVIOUS_CHAMPION, client_for, set_alias
+from bp_core.model.registry import CHALLENGER, CHAMPION, PREVIOUS_CHAMPION, client_for, model_cache_dir, set_alias
 from bp_core.model.registry_lock import LOCK_SUFFIX, RegistryLock
 from bp_core.model.shadow import ShadowRecorder, read_evidence
 from bp_core.settings import Settings
@@ -477,7 +477,7 @@ def test_an_unloadable_champion_is_a_clear_error_and_an_operator_can_get_past_it
     path = Path(parsed.path) if parsed.scheme == "file" else backend.artifacts / parsed.path.lstrip("/")
     assert (path / "MLmodel").is_file(), path
     shutil.rmtree(path)  # the champion's artifacts are gone (and so is its local copy)
-    shutil.rmtree(promotion.model_cache_dir(settings) / settings.model_name / first)
+    shutil.rmtree(model_cache_dir(settings) / settings.model_name / first)
     before = registry_state(settings)
 
     code, _, err = cli(settings, *HOLDOUT)
