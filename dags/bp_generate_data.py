@@ -12,7 +12,8 @@ DOC = """
 ### Generate training data
 
 Writes a labelled synthetic blood-pressure data set (`readings.parquet` +
-`manifest.json`) to `$BP_DATA_DIR/training/<YYYY-MM-DD>`, the date being the run's data
+`manifest.json`) to `$BP_DATA_DIR/training/<YYYY-MM-DD>` (`<YYYY-MM-DD>-<scenario>` for
+another world than `baseline`), the date being the run's data
 interval start; its readings end at that date's midnight UTC (history, never the
 future). A rerun of the same date and world overwrites the same partition (idempotent).
 
@@ -52,7 +53,8 @@ def bp_generate_data():
         day = run_date(context)
         seed = params["seed"] if params["seed"] is not None else int(day.replace("-", ""))
         scenario = world_scenario(params)
-        out_dir = settings().data_dir / "training" / day
+        # One partition per date and world: two worlds on one day never overwrite each other.
+        out_dir = settings().data_dir / "training" / (day if scenario == "baseline" else f"{day}-{scenario}")
         generate_dataset(out_dir, patients=params["patients"], readings=params["readings"], seed=seed,
                          end=pendulum.parse(day), scenario=scenario)
         summary = {"path": str(out_dir), "date": day, "patients": params["patients"],

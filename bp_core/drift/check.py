@@ -209,7 +209,9 @@ def check_drift(settings: Settings, *, since: timedelta, now: datetime | None = 
                             f"({settings.es_index}, {settings.archive_dir})")
     overall_reference, fleet_references = build_references(frame, champion, settings)
     live, fleets = live_sample(rows, champion)
-    names = [*champion.features, PROBABILITY]
+    # has_baseline says how long patients have streamed, not what the world is: a running
+    # stream's readings nearly all have one, a training set also holds first readings.
+    names = [*(name for name in champion.features if name not in STRUCTURAL_FEATURES), PROBABILITY]
     report = DriftReport(start=start, end=end, readings=live.readings, patients=live.patients,
                          model_name=champion.name, model_version=champion.version,
                          dataset_digest=champion.dataset_digest, dataset_source=str(champion.dataset_source),
@@ -223,5 +225,7 @@ def check_drift(settings: Settings, *, since: timedelta, now: datetime | None = 
              report.drifted())
     return report
 
+
+STRUCTURAL_FEATURES = ("has_baseline",)
 
 __all__ = ["ALERT_RATE", "DriftReport", "SegmentReport", "check_drift", "parse_duration", "read_window"]

@@ -1,77 +1,65 @@
 """Write scored readings straight into the consumer's sinks, without Kafka (tests, benchmarks).
 
-``SinkFiller`` scores a frame of readings with ``bp_core.consumer.routing.route_batch``
-(the consumer's own rules and model call) and hands the results to the sinks' own
-classes: anomalies to ``ElasticsearchSink``, normal readings to ``ArchiveSink``, in
-the documents' contract shape, device fleet and (null) context fields included. It is
-the public hook for filling a window of a million readings in seconds; the consumer
-remains the only writer in production.
-
-``CONTRACT_FIELDS`` are the document fields the second wave adds to both sinks;
-``ensure_contract_index`` puts the index template with them (a no-op addition once
-``bp_core.sinks.es_template`` lists them itself).
+``SinkFiller`` turns a frame of readings into the FHIR Observations the simulator sends,
+routes them with the consumer's own ``BatchRouter`` (rules, the model, the patient
+context when given) and writes the outcome with the sinks' own classes: anomaly
+documents to Elasticsearch, normal readings to the archive. It fills a window of a
+million readings in seconds; the consumer remains the only writer in production.
 """
 
 from __future__ import annotations
 
+import zlib
 from datetime import datetime
+from typing import NamedTuple
 
 import numpy as np
 
-from bp_core.consumer.routing import DETECTED_BY, route_batch
-from bp_core.reading import Reading
+from bp_core.consumer.batch import BatchRouter
+from bp_core.fhir.build import observation_bytes
 from bp_core.rules import Thresholds
 from bp_core.settings import Settings
-from bp_core.sinks.archive import ArchiveSink
+from bp_core.sinks.archive import ArchiveBatch, ArchiveSink
 from bp_core.sinks.elasticsearch import ElasticsearchSink
-
-CONTRACT_FIELDS: dict[str, dict] = {
-    "device_id": {"type": "keyword"},
-    "device_model": {"type": "keyword"},
-    "baseline_systolic": {"type": "float"},
-    "baseline_diastolic": {"type": "float"},
-    "baseline_readings": {"type": "integer"},
-    "home_average_systolic": {"type": "float"},
-    "home_average_diastolic": {"type": "float"},
-    "home_average_readings": {"type": "integer"},
-    "arv_systolic": {"type": "float"},
-}
-_CONTEXT = [name for name in CONTRACT_FIELDS if not name.startswith("device_")]
+from bp_core.sinks.es_template import ensure_index_template as ensure_contract_index  # noqa: F401 (the template has every field)
 
 
-def ensure_contract_index(es, index: str) -> None:
-    """The index template (``bp_core.sinks.es_template``) plus any ``CONTRACT_FIELDS`` it
-    lacks, then the index."""
-    from bp_core.sinks.es_template import index_template, wait_until_searchable
-
-    body = index_template(index)
-    properties = body["template"]["mappings"]["properties"]
-    body["template"]["mappings"]["properties"] = {**CONTRACT_FIELDS, **properties}
-    es.indices.put_index_template(name=index, **body)
-    if not es.indices.exists(index=index):
-        es.options(ignore_status=400).indices.create(index=index)
-    wait_until_searchable(es, index)
+class _Record(NamedTuple):
+    topic: str
+    partition: int
+    offset: int
+    key: bytes
+    value: bytes
 
 
 class SinkFiller:
-    """Scores readings and writes them to one deployment's sinks, as the consumer would.
+    """Routes readings as the consumer does and writes them to one deployment's sinks.
 
-    Kafka positions are invented: partition = row number modulo ``partitions``, offsets
+    Kafka positions are invented: a patient's partition from a hash of its id, offsets
     counting up from where the filler's last call ended, so the archive's replay guard
-    accepts every line.
+    accepts every line. Each patient's history is kept as the consumer keeps it (a
+    ``PatientContext`` in memory) unless ``patient_context`` is off. Readings the consumer
+    would dead-letter (impossible values) are skipped.
     """
 
-    def __init__(self, settings: Settings, es, model=None, *, partitions: int = 3) -> None:
+    def __init__(self, settings: Settings, es, model=None, *, partitions: int = 3, patient_context: bool = True) -> None:
+        from bp_core.consumer.state import PatientContext
+        from bp_core.context import PatientStore
+
         self.settings = settings
         self.model = model
-        self.thresholds = Thresholds.from_settings(settings)
-        self.es_sink = ElasticsearchSink(es, settings.es_index)
+        self.context = None
+        if patient_context:
+            self.context = PatientContext("in-memory", reader=None)
+            self.context.stores.update({p: PatientStore() for p in range(partitions)})
+        self.router = BatchRouter(Thresholds.from_settings(settings), settings.model_threshold)
+        self.es = es
         self.archive = ArchiveSink(settings.archive_dir, settings.topic)
         self.partitions = partitions
         self.next_offset = 0
 
     def write(self, frame, ingested_at: datetime, *, refresh: bool = True) -> tuple[int, int]:
-        """Score and write one frame (``Cohort.readings_frame`` columns, optionally
+        """Route and write one frame (``Cohort.readings_frame`` columns, with or without
         ``device_id``/``device_model``), all ingested at ``ingested_at``.
 
         Returns:
@@ -80,50 +68,29 @@ class SinkFiller:
             SinkUnavailable: a sink refused the batch.
         """
         n = len(frame)
-        ids = frame["observation_id"].tolist()
-        patients = frame["patient_id"].tolist()
-        effective = frame["effective"].dt.to_pydatetime().tolist()
-        systolic = frame["systolic_mm_hg"].to_numpy(np.float64).tolist()
-        diastolic = frame["diastolic_mm_hg"].to_numpy(np.float64).tolist()
-        readings = [Reading(i, p, e, s, d) for i, p, e, s, d in zip(ids, patients, effective, systolic, diastolic)]
-        routed = route_batch(readings, self.thresholds, self.model, self.settings.model_threshold)
-        device_ids = frame["device_id"].tolist() if "device_id" in frame.columns else [None] * n
-        device_models = frame["device_model"].tolist() if "device_model" in frame.columns else [None] * n
-        name, version = (self.model.name, self.model.version) if self.model is not None else (None, None)
-        context = dict.fromkeys(_CONTEXT)
-        anomalies = normals = 0
-        for row, reading in enumerate(readings):
-            partition, offset = row % self.partitions, self.next_offset + row
-            device = {"device_id": device_ids[row], "device_model": device_models[row]}
-            rule_hit, model_hit = routed.rule_anomaly[row], routed.model_anomaly[row]
-            if rule_hit or model_hit:
-                anomalies += 1
-                self.es_sink.add(reading.observation_id, {
-                    "@timestamp": reading.effective, "observation_id": reading.observation_id,
-                    "patient_id": reading.patient_id, "systolic": reading.systolic_mm_hg,
-                    "diastolic": reading.diastolic_mm_hg, "category": routed.categories[row],
-                    "anomaly_types": routed.anomaly_types[row], "rule_anomaly": rule_hit, "model_anomaly": model_hit,
-                    "model_probability": routed.model_probability[row], "model_name": name, "model_version": version,
-                    "detected_by": DETECTED_BY[rule_hit + 2 * model_hit], "ingested_at": ingested_at,
-                    "status": reading.status,
-                    "source": {"topic": self.settings.topic, "partition": partition, "offset": offset},
-                    **device, **context})
-            else:
-                normals += 1
-                self.archive.add(partition, offset, 0, {
-                    "observation_id": reading.observation_id, "patient_id": reading.patient_id,
-                    "effective": reading.effective, "systolic": reading.systolic_mm_hg,
-                    "diastolic": reading.diastolic_mm_hg, "category": routed.categories[row],
-                    "model_probability": routed.model_probability[row], "model_name": name,
-                    "model_version": version, "archived_at": ingested_at, **device, **context})
+        devices = (zip(frame["device_id"].tolist(), frame["device_model"].tolist()) if "device_id" in frame.columns
+                   else [(None, None)] * n)
+        records = [
+            _Record(self.settings.topic, zlib.crc32(patient.encode()) % self.partitions, self.next_offset + row,
+                    patient.encode(),
+                    observation_bytes(observation_id=obs_id, patient_id=patient, effective=effective,
+                                      systolic_mm_hg=int(s), diastolic_mm_hg=int(d), device_id=device_id,
+                                      device_model=device_model))
+            for row, (obs_id, patient, effective, s, d, (device_id, device_model)) in enumerate(zip(
+                frame["observation_id"].tolist(), frame["patient_id"].tolist(),
+                frame["effective"].dt.to_pydatetime().tolist(), frame["systolic_mm_hg"].to_numpy(np.int64).tolist(),
+                frame["diastolic_mm_hg"].to_numpy(np.int64).tolist(), devices))]
         self.next_offset += n
-        rejected = self.es_sink.flush()
+        outcome = self.router.route(records, self.model, ingested_at, self.context)
+        sink = ElasticsearchSink(self.es, self.settings.es_index)
+        sink.extend(outcome.anomaly_keys, outcome.anomaly_documents, outcome.anomaly_records)
+        rejected = sink.flush()
         if rejected:
             raise ValueError(f"Elasticsearch refused {len(rejected)} documents: {rejected[0].reason}")
-        self.archive.flush()
+        self.archive.write(ArchiveBatch(outcome.normals))
         if refresh:
-            self.es_sink.es.indices.refresh(index=self.settings.es_index)
-        return anomalies, normals
+            self.es.indices.refresh(index=self.settings.es_index)
+        return outcome.anomalies, outcome.normal_count
 
 
 # Until the simulator's scenarios land (``--scenario cuff-offset``): three fleets by a hash

@@ -82,22 +82,9 @@ def monitor(settings: Settings, *, since: timedelta, end: datetime, rearm: timed
 
 def _experiment_id(client, settings: Settings) -> str:
     """Experiment ``bp-drift``, created when missing (local stores: artifacts under data_dir)."""
-    from mlflow.exceptions import MlflowException
+    from bp_core.model.training import ensure_experiment
 
-    experiment = client.get_experiment_by_name(EXPERIMENT_NAME)
-    if experiment is not None:
-        return experiment.experiment_id
-    location = None
-    if not settings.mlflow_tracking_uri.startswith(("http://", "https://", "databricks")):
-        artifacts = (Path(settings.data_dir) / "mlflow" / "artifacts").resolve()
-        artifacts.mkdir(parents=True, exist_ok=True)
-        location = artifacts.as_uri()
-    try:
-        return client.create_experiment(EXPERIMENT_NAME, artifact_location=location)
-    except MlflowException as exc:
-        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
-            raise
-        return client.get_experiment_by_name(EXPERIMENT_NAME).experiment_id
+    return ensure_experiment(client, settings, EXPERIMENT_NAME)
 
 
 def _metric_key(*parts: str) -> str:

@@ -5,10 +5,11 @@ its training run (``dataset.source`` and ``dataset.digest`` tags, ``features`` p
 and its model; ``build_references`` turns the training data into ``Reference`` samples,
 overall and per fleet when the data set names its devices (``device_model`` column).
 
-``model_inputs`` and ``feature_columns`` are the one bridge between stored fields and
-the champion's features: the features ``bp_core.features.feature_matrix`` makes from
-systolic and diastolic, and any other feature name read as a stored field of that name
-(the per-patient context fields), so the check follows the champion's feature list.
+``input_fields`` and ``feature_columns`` are the one bridge between stored fields and the
+champion's features: ``bp_core.features.model_matrix`` makes them, as for serving, from
+systolic, diastolic and, for a context model, the context the consumer stored with each
+reading (``baseline_systolic``, ``baseline_diastolic``, ``arv_systolic``); the training
+data's context is computed by ``bp_core.context`` as the consumer computes it.
 """
 
 from __future__ import annotations
@@ -21,14 +22,14 @@ import numpy as np
 
 from bp_core.drift.statistics import ALERT_RATE, PROBABILITY, Reference, Sample, spreads_by_patient
 from bp_core.errors import CannotCompare
-from bp_core.features import FEATURE_NAMES, feature_matrix
+from bp_core.features import FEATURE_NAMES, model_matrix, uses_context
 from bp_core.settings import Settings
 
 UNKNOWN_FLEET = "unknown"
 # A fleet is compared with its own training readings only when they are this many, from
 # this many patients; otherwise with the whole training data.
 MIN_FLEET_REFERENCE_READINGS = 2_000
-MIN_FLEET_REFERENCE_PATIENTS = 50
+MIN_FLEET_REFERENCE_PATIENTS = 200
 
 
 @dataclass(frozen=True)
@@ -111,16 +112,30 @@ def check_dataset(champion: Champion) -> Path:
 # --------------------------------------------------------------------------- features
 
 
+CONTEXT_FIELDS = ("baseline_systolic", "baseline_diastolic", "arv_systolic")  # what context features use
+
+
+@dataclass(frozen=True)
+class _StoredContext:
+    """The context fields a document or archive line holds (NaN where null)."""
+
+    baseline_systolic: np.ndarray
+    baseline_diastolic: np.ndarray
+    arv_systolic: np.ndarray
+
+
 def input_fields(features: list[str]) -> list[str]:
     """The stored fields (sink names) the features are computed from."""
-    return ["systolic", "diastolic", *[name for name in features if name not in FEATURE_NAMES]]
+    return ["systolic", "diastolic", *(CONTEXT_FIELDS if uses_context(features) else ())]
 
 
 def feature_columns(features: list[str], inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Each named feature, one value per row, from the stored input fields."""
-    matrix = feature_matrix(inputs["systolic"], inputs["diastolic"])
-    made = {name: matrix[:, i] for i, name in enumerate(FEATURE_NAMES)}
-    return {name: made[name] if name in made else np.asarray(inputs[name], dtype=np.float64) for name in features}
+    context = None
+    if uses_context(features):
+        context = _StoredContext(*(np.asarray(inputs[name], dtype=np.float64) for name in CONTEXT_FIELDS))
+    matrix = model_matrix(inputs["systolic"], inputs["diastolic"], context, features)
+    return {name: matrix[:, i] for i, name in enumerate(features)}
 
 
 def model_inputs(features: list[str], columns: dict[str, np.ndarray]) -> np.ndarray:
@@ -144,8 +159,8 @@ def probabilities(champion: Champion, columns: dict[str, np.ndarray]) -> np.ndar
 def build_references(frame, champion: Champion, settings: Settings) -> tuple[Reference, dict[str, Reference]]:
     """The training data as the overall ``Reference`` and one per fleet with enough readings.
 
-    Alerts are what the consumer would have routed: the rules, or the champion's
-    probability at ``settings.model_threshold``.
+    Alerts are what the consumer would have routed: the rules (with the baseline's, when
+    the patient context is on), or the champion's probability at ``settings.model_threshold``.
 
     Raises:
         CannotCompare: the data set lacks a column a feature needs.
@@ -156,14 +171,16 @@ def build_references(frame, champion: Champion, settings: Settings) -> tuple[Ref
 
     inputs = {"systolic": frame["systolic_mm_hg"].to_numpy(np.float64),
               "diastolic": frame["diastolic_mm_hg"].to_numpy(np.float64)}
-    for name in input_fields(champion.features)[2:]:
-        if name not in frame.columns:
-            raise CannotCompare(f"the reference data set has no column {name!r}, a feature of "
-                                f"{champion.name} v{champion.version}")
-        inputs[name] = frame[name].to_numpy(np.float64)
+    context = None
+    if uses_context(champion.features) or settings.patient_context:  # each reading's history, as the consumer's state gives it
+        from bp_core.context import context_of_frame
+
+        context = context_of_frame(frame)
+        inputs.update({name: getattr(context, name) for name in CONTEXT_FIELDS})
     columns = feature_columns(champion.features, inputs)
     columns[PROBABILITY] = probabilities(champion, columns)
-    alerts = (rule_anomaly_mask(inputs["systolic"], inputs["diastolic"], Thresholds.from_settings(settings))
+    baselines = (context.baseline_systolic, context.baseline_diastolic) if settings.patient_context else (None, None)
+    alerts = (rule_anomaly_mask(inputs["systolic"], inputs["diastolic"], Thresholds.from_settings(settings), *baselines)
               | (columns[PROBABILITY] >= settings.model_threshold)).astype(np.float64)
     patient_codes, patient_ids = pd.factorize(frame["patient_id"])
     overall = _reference(columns, alerts, patient_codes)

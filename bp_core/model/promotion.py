@@ -243,7 +243,7 @@ def promote(settings: Settings, *, margin: float = DEFAULT_MARGIN, holdout_readi
             challenger, champion, champion, parameters=params, decision_id=decision_id, decided_at=decided_at)
     else:
         decision = _judge(settings, client, challenger, champion, params, holdout_readings=holdout_readings,
-                          seed=seed, scenario=version_tags.get("training.scenario"), decision_id=decision_id,
+                          seed=seed, scenario=version_tags.get("dataset.scenario"), decision_id=decision_id,
                           decided_at=decided_at)
     moves = ([(PREVIOUS_CHAMPION, champion)] if champion is not None else []) + [(CHAMPION, challenger)]
     _commit(client, name, op="promote", version=challenger, expected_champion=champion, tags=decision.tags(),

@@ -330,8 +330,8 @@ def precision_recall_figure(y_true: np.ndarray, curves: dict[str, np.ndarray]):
 # ---------------------------------------------------------------------------- MLflow
 
 
-def ensure_experiment(client, settings: Settings) -> str:
-    """The id of experiment ``bp-anomaly``, created when missing.
+def ensure_experiment(client, settings: Settings, name: str = EXPERIMENT_NAME) -> str:
+    """The id of experiment ``name`` (``bp-anomaly``), created when missing.
 
     With a local store (sqlite/file) the artifact location is set explicitly to
     ``settings.data_dir/mlflow/artifacts``; with a tracking server the server's artifact
@@ -347,7 +347,7 @@ def ensure_experiment(client, settings: Settings) -> str:
     """
     from mlflow.exceptions import MlflowException
 
-    experiment = client.get_experiment_by_name(EXPERIMENT_NAME)
+    experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
     artifact_location = None
@@ -356,11 +356,11 @@ def ensure_experiment(client, settings: Settings) -> str:
         artifacts.mkdir(parents=True, exist_ok=True)
         artifact_location = artifacts.as_uri()
     try:
-        return client.create_experiment(EXPERIMENT_NAME, artifact_location=artifact_location)
+        return client.create_experiment(name, artifact_location=artifact_location)
     except MlflowException as exc:
         if exc.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
-        return client.get_experiment_by_name(EXPERIMENT_NAME).experiment_id  # created concurrently
+        return client.get_experiment_by_name(name).experiment_id  # created concurrently
 
 
 def _load(data_path: Path) -> pd.DataFrame:

@@ -2,8 +2,9 @@
 test's Elasticsearch index and archive folder, a champion trained and registered in a
 throw-away MLflow store, the command run as a subprocess.
 
-Device fleets and the cuff-offset world are emulated (``bp_core.drift.fill``) until the
-simulator's scenarios write them.
+Each window follows a history: the same patients' earlier readings, ingested before the
+window, so the consumer's patient state gives the window's readings their baselines as
+on a stream that has been running (a fresh stream's readings have none, which is no drift).
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from bp_core.drift.fill import SinkFiller, ensure_contract_index, with_fleets
+from bp_core.drift.fill import SinkFiller, ensure_contract_index
 from bp_core.simulation.cohort import Cohort
+from bp_core.simulation.scenarios import OFFSET_FLEET
 
 BP = str(Path(sys.executable).parent / "bp")
 NOW = datetime.now(timezone.utc)
@@ -67,66 +69,78 @@ def report(settings, *args: str) -> dict:
     return json.loads(proc.stdout)
 
 
-def stream(seed: int, readings: int, patients: int = 1000, **world):
-    return with_fleets(Cohort(patients, seed).readings_frame(readings), **world)
+HISTORY = 15  # readings of each patient before the window
+
+
+def stream(filler, seed: int, readings: int, ingested_at, *, patients: int = 1000, scenario: str = "baseline",
+           history_ingested_at=None) -> tuple[int, int]:
+    """Write ``readings`` readings of ``patients`` (in the world ``scenario``) ingested at
+    ``ingested_at``, after ``HISTORY`` readings each from the baseline world ingested 3 h
+    earlier; returns the window's (anomalies, normal readings)."""
+    first = HISTORY * patients
+    filler.write(Cohort(patients, seed).readings_frame(first), history_ingested_at or ingested_at - timedelta(hours=3))
+    return filler.write(Cohort(patients, seed, scenario=scenario).readings_frame(readings, first=first), ingested_at)
 
 
 def test_a_stationary_stream_shows_no_drift_and_the_json_contract(deployment):
     settings, filler = deployment
-    anomalies, normals = filler.write(stream(seed=501, readings=5000), NOW - timedelta(minutes=10))
+    anomalies, normals = stream(filler, 501, 5000, NOW - timedelta(minutes=10))
     assert anomalies and normals, "both sinks hold part of the window"
 
     result = report(settings, "--since", "1h")
     assert set(result) == {"drift", "window", "reference", "features", "segments"}
     assert set(result["window"]) == {"start", "end", "readings"}
-    assert result["window"]["readings"] == 5000
+    assert result["window"]["readings"] == anomalies + normals
     assert result["reference"] == {"model_version": "1", "dataset_digest": result["reference"]["dataset_digest"]}
     assert result["reference"]["dataset_digest"]
     assert {"systolic_mm_hg", "squared_deviation", "model_probability", "alert_rate"} <= set(result["features"])
     for entry in result["features"].values():
         assert set(entry) == {"statistic", "score", "threshold", "drift"}
-    assert set(result["segments"]) == {"cuff-a", "cuff-b", "cuff-c"}
-    assert sum(s["readings"] for s in result["segments"].values()) == 5000
-    assert result["drift"] is False, [n for n, e in result["features"].items() if e["drift"]]
-    assert not any(s["drift"] for s in result["segments"].values())
+    assert set(result["segments"]) == {"ArmCuff 200", "ArmCuff 100", OFFSET_FLEET, "WristCuff 50"}
+    assert sum(s["readings"] for s in result["segments"].values()) == anomalies + normals
+    assert result["drift"] is False, ([n for n, e in result["features"].items() if e["drift"]], {
+        fleet: [n for n, e in s["features"].items() if e["drift"]] for fleet, s in result["segments"].items()})
+    assert not any(s["drift"] for s in result["segments"].values()), {
+        fleet: [n for n, e in s["features"].items() if e["drift"]] for fleet, s in result["segments"].items()}
 
 
 def test_cuff_offset_is_found_in_its_fleet(deployment):
     settings, filler = deployment
-    filler.write(stream(seed=502, readings=5000, offset_fleet="cuff-c"), NOW - timedelta(minutes=5))
+    stream(filler, 502, 5000, NOW - timedelta(minutes=5), scenario="cuff-offset")
 
     result = report(settings, "--since", "1h")
     assert result["drift"] is True
-    offset_fleet = result["segments"]["cuff-c"]
+    offset_fleet = result["segments"][OFFSET_FLEET]
     assert offset_fleet["drift"] is True
     assert offset_fleet["features"]["systolic_mm_hg"]["drift"] is True
     assert offset_fleet["features"]["systolic_mm_hg"]["score"] > 0.5, "+15 mmHg is most of a reference SD"
-    assert not result["segments"]["cuff-a"]["drift"] and not result["segments"]["cuff-b"]["drift"]
+    assert not any(segment["drift"] for name, segment in result["segments"].items() if name != OFFSET_FLEET)
 
 
 def test_the_window_is_by_ingestion_time(deployment):
     settings, filler = deployment
-    filler.write(stream(seed=503, readings=3000, offset_fleet="cuff-c"), NOW - timedelta(hours=30))
-    filler.write(stream(seed=504, readings=2000), NOW - timedelta(hours=2))
+    older = sum(stream(filler, 503, 3000, NOW - timedelta(hours=30), scenario="cuff-offset",
+                       history_ingested_at=NOW - timedelta(days=5)))
+    recent = sum(stream(filler, 504, 2000, NOW - timedelta(hours=2), history_ingested_at=NOW - timedelta(days=5)))
 
-    assert report(settings)["window"]["readings"] == 2000, "default 24h: the offset readings are older"
+    assert report(settings)["window"]["readings"] == recent, "default 24h: the offset readings are older"
     old = report(settings, "--since", "2d")
-    assert old["window"]["readings"] == 5000
+    assert old["window"]["readings"] == older + recent
     start, end = (datetime.fromisoformat(old["window"][k].replace("Z", "+00:00")) for k in ("start", "end"))
     assert end - start == timedelta(days=2)
 
 
 def test_readable_table(deployment):
     settings, filler = deployment
-    filler.write(stream(seed=505, readings=2000), NOW - timedelta(minutes=3))
+    readings = sum(stream(filler, 505, 2000, NOW - timedelta(minutes=3)))
     proc = bp_drift(settings, "--since", "1h")
     assert proc.returncode == 0, proc.stderr
-    assert "2,000 readings" in proc.stdout and "systolic_mm_hg" in proc.stdout and "cuff-c" in proc.stdout
+    assert f"{readings:,} readings" in proc.stdout and "systolic_mm_hg" in proc.stdout and OFFSET_FLEET in proc.stdout
 
 
 def test_cannot_compare_without_readings_in_the_window(deployment):
     settings, filler = deployment
-    filler.write(stream(seed=506, readings=500), NOW - timedelta(days=3))
+    stream(filler, 506, 500, NOW - timedelta(days=3), patients=100)
     proc = bp_drift(settings, "--since", "24h")
     assert proc.returncode == 1
     assert proc.stderr.strip().startswith("bp drift: error: no readings ingested between")
@@ -144,7 +158,7 @@ def test_cannot_compare_without_a_champion(settings, tmp_path):
 
 def test_cannot_compare_when_the_reference_data_is_missing(deployment, store):
     settings, filler = deployment
-    filler.write(stream(seed=507, readings=500), NOW - timedelta(minutes=1))
+    stream(filler, 507, 500, NOW - timedelta(minutes=1), patients=100)
     parquet = Path(store["dataset"]) / "readings.parquet"
     moved = parquet.with_name("moved.parquet")
     parquet.rename(moved)

@@ -434,22 +434,12 @@ def test_deferred_without_shadow_evidence_promoted_with_it(settings, data, cli):
 
 
 def test_the_hold_out_is_simulated_in_the_world_the_challenger_was_trained_for(settings, data):
-    import inspect
-
-    from bp_core.errors import EvaluationFailed
-
     first, second = champion_then(settings, data)
-    client_for(settings.mlflow_tracking_uri).set_model_version_tag(settings.model_name, second, "training.scenario",
-                                                                   "cuff-offset")
-    if "scenario" in inspect.signature(generate_dataset).parameters:
-        decision = promotion.promote(settings, margin=0.0, **HOLDOUT_KW)
-        assert decision.holdout_scenario == "cuff-offset"
-        assert json.loads(version_tags(settings, second)["promotion.record"])["holdout_scenario"] == "cuff-offset"
-    else:  # a simulator without worlds yet: a clear failure, nothing changed
-        before = registry_state(settings)
-        with pytest.raises(EvaluationFailed, match="cannot simulate the hold-out .*scenario cuff-offset"):
-            promotion.promote(settings, margin=0.0, **HOLDOUT_KW)
-        assert registry_state(settings) == before
+    client_for(settings.mlflow_tracking_uri).set_model_version_tag(settings.model_name, second, "dataset.scenario",
+                                                                   "cuff-offset")  # as training tags it
+    decision = promotion.promote(settings, margin=0.0, **HOLDOUT_KW)
+    assert decision.holdout_scenario == "cuff-offset"
+    assert json.loads(version_tags(settings, second)["promotion.record"])["holdout_scenario"] == "cuff-offset"
 
 
 # ---------------------------------------------------------------------------- 7. failures
