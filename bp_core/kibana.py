@@ -137,8 +137,8 @@ LATEST_COLUMNS = {"patient_id": "Patient", "systolic": "Systolic (mmHg)", "diast
 # Per-patient context (issue 24): a reading at least 20/10 mmHg above or below the mean of
 # the patient's previous 7 days (BP_BASELINE_*_DELTA). The deviation itself is not stored:
 # the table shows each value beside its baseline.
-RISE = Match("anomaly_types", ("rise_from_baseline",))
-DROP = Match("anomaly_types", ("drop_from_baseline",))
+RISE = Match("anomaly_types", (rules.RISE_FROM_BASELINE,))
+DROP = Match("anomaly_types", (rules.DROP_FROM_BASELINE,))
 FROM_BASELINE = Match("anomaly_types", RISE.values + DROP.values)
 BASELINE_COLUMNS = {"patient_id": "Patient", "systolic": "Systolic (mmHg)",
                     "baseline_systolic": "Baseline systolic (mmHg)", "diastolic": "Diastolic (mmHg)",
