@@ -17,8 +17,8 @@ well by itself:
 The computation and the formatting of the summary are pure functions of plain dicts
 (``build_summary``, ``format_summary``, ``parse_prometheus``, ``tally_alerts``,
 ``throughput``, ``lag_by_partition``...), unit-tested without any service; the
-``gather_*`` and ``wait_*`` functions only read the services. Every error is one line on stderr with exit status 1 (``BP_DEBUG=1``
-shows the traceback).
+``gather_*`` and ``wait_*`` functions only read the services. Every error is one line on
+stderr with exit status 1 (``BP_DEBUG=1`` shows the traceback).
 """
 
 from __future__ import annotations
@@ -159,8 +159,8 @@ def tally_alerts(messages) -> dict:
         try:
             resource = json.loads(value)
         except (TypeError, ValueError):
-            by_type.setdefault("unreadable", {}).setdefault("", 0)
-            by_type["unreadable"][""] += 1
+            unreadable = by_type.setdefault("unreadable", {})
+            unreadable[""] = unreadable.get("", 0) + 1
             continue
         kind, status = resource.get("resourceType", "?"), resource.get("status", "")
         counts = by_type.setdefault(kind, {})
@@ -173,7 +173,7 @@ def tally_alerts(messages) -> dict:
             predictions = resource.get("prediction") or []
             scored = any("probabilityDecimal" in p for p in predictions)
             codes = {c.get("code") for p in predictions for c in (p.get("outcome") or {}).get("coding") or []}
-            rank = 2 if scored and codes & {CONTEXT_TYPES[0], CONTEXT_TYPES[1]} else 1 if scored else 0
+            rank = 2 if scored and codes & set(CONTEXT_TYPES) else 1 if scored else 0
             best[rank] = resource
     flags = by_type.get("Flag", {})
     return {
@@ -314,9 +314,9 @@ def _drift_lines(drift: dict) -> list[str]:
     report = drift.get("report") or {}
     if report:
         window, findings = report.get("window") or {}, drift_findings(report)
-        lines.append(f"  bp drift --since {drift.get('since')}: drift {'found' if report.get('drift') else 'NOT found'} "
-                     f"in {window.get('readings', 0):,} readings, against the training data of "
-                     f"v{(report.get('reference') or {}).get('model_version')}")
+        found = "found" if report.get("drift") else "NOT found"
+        lines.append(f"  bp drift --since {drift.get('since')}: drift {found} in {window.get('readings', 0):,} readings, "
+                     f"against the training data of v{(report.get('reference') or {}).get('model_version')}")
         fleets = findings["measured_fleets"]
         lines.append("    measured pressures drifted in: " + ("; ".join(
             f"{fleet} (" + ", ".join(f"{name} {score:.2f} > {threshold:.2f}" for name, score, threshold in moved) + ")"
@@ -324,8 +324,8 @@ def _drift_lines(drift: dict) -> list[str]:
         if findings["drifted"]:
             lines.append(f"    {sum(findings['drifted'].values())} drifted comparisons: " + ", ".join(
                 f"{segment} {n}" for segment, n in findings["drifted"].items()))
-    lines.append("  bp_monitor_drift: " + ("drift recorded in MLflow (experiment bp-drift) and bp_drift_detected updated"
-                                          if drift.get("signalled") else "no drift signalled"))
+    signalled = "drift recorded in MLflow (experiment bp-drift) and bp_drift_detected updated"
+    lines.append(f"  bp_monitor_drift: {signalled if drift.get('signalled') else 'no drift signalled'}")
     data = drift.get("data") or {}
     if data:
         lines.append(f"  bp_train_model on fresh {drift.get('scenario')} data ({data.get('readings', 0):,} readings of "
@@ -446,8 +446,8 @@ def format_summary(summary: dict) -> str:
         add("  " + ("; ".join(kinds) or "none"))
         if "RiskAssessment" in (alerts.get("by_type") or {}):
             same = alerts.get("risk_assessments") == summary["anomalies"]
-            add(f"  {alerts.get('risk_assessments', 0):,} distinct RiskAssessments for {summary['anomalies']:,} "
-                "anomalies" + (" (one each)" if same else " (a reading assessed by several model versions has one each)"))
+            add(f"  {alerts.get('risk_assessments', 0):,} distinct RiskAssessments for {summary['anomalies']:,} anomalies"
+                + (" (one each)" if same else " (a reading assessed by several model versions has one each)"))
         if alerts.get("example"):
             first, *more = alert_lines(alerts["example"])
             add(f"  e.g. {first}")

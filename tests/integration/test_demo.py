@@ -10,8 +10,9 @@ size: every streamed reading must have been shadow-scored and published). Each r
 summary must equal what Elasticsearch, the archive, the DLQ, the alerts topic and the
 consumer's metrics hold. The consumer the demo left running is stopped at the end.
 
-The --drift option is not run here: it adds about as much as a third run (see the
-report in infra/demo.sh's header); its summary is unit-tested in test_demo_summary.
+The --drift option is not run here: it adds about four minutes on this machine, more
+than the two runs of the baseline part (docs/demo.md); its summary is unit-tested in
+test_demo_summary.
 """
 
 from __future__ import annotations
