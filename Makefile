@@ -18,6 +18,7 @@ help:
 	@echo "make test          install (system tools too), start the stack if needed, run every test, stop what it started"
 	@echo "make test-unit     the fast tests that need no service"
 	@echo "make demo          install, start the stack if down, run the DAG chain, stream, print a summary (leaves everything up)"
+	@echo "                   DEMO_DRIFT=1: then the drift loop (cuff-offset world, bp drift, retrain, the gate)"
 	@echo "make bench         every benchmark against the local stack; rewrites docs/benchmarks.md"
 
 install:
@@ -48,7 +49,7 @@ test-unit: install
 	@$(PYTEST) tests/unit $(PYTEST_ARGS)
 
 demo: install
-	@infra/demo.sh
+	@infra/demo.sh $(if $(filter 1 yes true,$(DEMO_DRIFT)),--drift)
 
 # Every benchmark, in one run, then docs/benchmarks.md from their sections.
 bench: install

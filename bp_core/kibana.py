@@ -104,6 +104,7 @@ class Panel:
     metrics: tuple[Metric, ...]
     bucket: Bucket | None = None
     where: tuple[Match, ...] = ()             # the visualisation's own query
+    split: Bucket | None = None               # lnsXY: a breakdown (one series per split bucket)
     series_type: str = "bar"                  # lnsXY
     shape: str = "donut"                      # lnsPie
     rows: int = 0                             # lnsDatatable: also return this many latest hits
@@ -112,11 +113,17 @@ class Panel:
     def fields(self) -> set[str]:
         """Every index field this panel reads."""
         used = {m.field for m in self.metrics if m.field} | {m.field for m in self.where}
-        if self.bucket is not None:
-            if self.bucket.field:
-                used.add(self.bucket.field)
-            used |= {match.field for _, match in self.bucket.filters}
+        for bucket in (self.bucket, self.split):
+            if bucket is not None:
+                if bucket.field:
+                    used.add(bucket.field)
+                used |= {match.field for _, match in bucket.filters}
         return used
+
+    @property
+    def row_fields(self) -> list[str]:
+        """lnsDatatable: the fields of each row (its key, the time, its last values)."""
+        return [self.bucket.field, TIME_FIELD, *(m.field for m in self.metrics if m.op == "last_value")]
 
 
 COUNT = Metric("count", "count", "Anomalies")
@@ -127,6 +134,16 @@ PROBABILITY_BINS = tuple((round(i / 10, 1), round((i + 1) / 10, 1) if i < 9 else
                           f"{i / 10:.1f}–{(i + 1) / 10:.1f}") for i in range(10))
 LATEST_COLUMNS = {"patient_id": "Patient", "systolic": "Systolic (mmHg)", "diastolic": "Diastolic (mmHg)",
                   "category": "AHA category", "anomaly_types": "Anomaly types", "model_version": "Model version"}
+# Per-patient context (issue 24): a reading at least 20/10 mmHg above or below the mean of
+# the patient's previous 7 days (BP_BASELINE_*_DELTA). The deviation itself is not stored:
+# the table shows each value beside its baseline.
+RISE = Match("anomaly_types", (rules.RISE_FROM_BASELINE,))
+DROP = Match("anomaly_types", (rules.DROP_FROM_BASELINE,))
+FROM_BASELINE = Match("anomaly_types", RISE.values + DROP.values)
+BASELINE_COLUMNS = {"patient_id": "Patient", "systolic": "Systolic (mmHg)",
+                    "baseline_systolic": "Baseline systolic (mmHg)", "diastolic": "Diastolic (mmHg)",
+                    "baseline_diastolic": "Baseline diastolic (mmHg)", "baseline_readings": "Baseline readings",
+                    "anomaly_types": "Anomaly types", "device_model": "Device model"}
 
 PANELS: tuple[Panel, ...] = (
     Panel("total", "Anomalies", "Anomalous readings in the time range.",
@@ -156,11 +173,30 @@ PANELS: tuple[Panel, ...] = (
           "lnsXY", (24, 36, 24, 14), (COUNT,),
           Bucket("range", "Model probability", "model_probability", ranges=PROBABILITY_BINS)),
     Panel("latest", "Latest anomalies", "Most recent anomalous readings, newest first.",
-          "lnsDatatable", (0, 50, 48, 18),
+          "lnsDatatable", (0, 64, 48, 18),
           (Metric("time", "max", "Time", TIME_FIELD),
            *(Metric(name, "last_value", label, name) for name, label in LATEST_COLUMNS.items())),
           Bucket("terms", "Observation", "observation_id", size=50, order_by_metric="time"),
           rows=50),
+    Panel("from-baseline-over-time", "Rises and drops from baseline per day",
+          "Readings at least 20/10 mmHg (BP_BASELINE_*_DELTA) above (rise) or below (drop) the mean of the "
+          "patient's previous 7 days, even inside the thresholds (rise_from_baseline, drop_from_baseline).",
+          "lnsXY", (0, 50, 24, 14), (COUNT,), Bucket("date_histogram", "Day", TIME_FIELD, interval="1d"),
+          where=(FROM_BASELINE,), series_type="bar_stacked",
+          split=Bucket("filters", "Change from baseline", filters=(("Rise", RISE), ("Drop", DROP)))),
+    Panel("by-fleet", "Anomalies by device fleet",
+          "Anomalous readings per measuring-device model: a fleet reading high or low shows here "
+          "(see bp drift).",
+          "lnsXY", (24, 50, 24, 14), (COUNT,), Bucket("terms", "Device model", "device_model", size=10),
+          series_type="bar_horizontal"),
+    Panel("from-baseline-latest", "Latest rises and drops from baseline",
+          "Each reading beside the patient's baseline (mean of the previous 7 days, at least 5 readings), "
+          "newest first.",
+          "lnsDatatable", (0, 82, 48, 16),
+          (Metric("time", "max", "Time", TIME_FIELD),
+           *(Metric(name, "last_value", label, name) for name, label in BASELINE_COLUMNS.items())),
+          Bucket("terms", "Observation", "observation_id", size=50, order_by_metric="time"),
+          where=(FROM_BASELINE,), rows=50),
 )
 
 DASHBOARD_TITLE = "bp-monitor: blood-pressure anomalies"
@@ -194,8 +230,11 @@ def _metric_column_id(panel: Panel, metric: Metric) -> str:
     return f"{panel.slug}-{metric.id}"
 
 
-def _lens_bucket_column(panel: Panel) -> dict:
-    bucket = panel.bucket
+def _split_column_id(panel: Panel) -> str:
+    return f"{panel.slug}-split"
+
+
+def _lens_bucket_column(panel: Panel, bucket: Bucket) -> dict:
     if bucket.op == "terms":
         order_metric = bucket.order_by_metric or COUNT.id
         order_column = _metric_column_id(panel, next(m for m in panel.metrics if m.id == order_metric))
@@ -244,6 +283,7 @@ def _lens_metric_column(metric: Metric, field_types: dict[str, str]) -> dict:
 
 def _lens_visualization(panel: Panel, layer_id: str) -> dict:
     bucket_id = _bucket_column_id(panel) if panel.bucket else None
+    split_id = _split_column_id(panel) if panel.split else None
     metric_ids = [_metric_column_id(panel, m) for m in panel.metrics]
     if panel.visualization == "lnsMetric":
         return {"layerId": layer_id, "layerType": "data", "metricAccessor": metric_ids[0]}
@@ -254,12 +294,14 @@ def _lens_visualization(panel: Panel, layer_id: str) -> dict:
             "nestedLegend": False}]}
     if panel.visualization == "lnsXY":
         flags = {"x": True, "yLeft": True, "yRight": True}
+        layer = {"layerId": layer_id, "layerType": "data", "seriesType": panel.series_type,
+                 "xAccessor": bucket_id, "accessors": metric_ids}
+        if split_id:
+            layer["splitAccessor"] = split_id
         return {"preferredSeriesType": panel.series_type, "valueLabels": "show", "fittingFunction": "None",
-                "legend": {"isVisible": False, "position": "right"},
+                "legend": {"isVisible": split_id is not None, "position": "right"},
                 "axisTitlesVisibilitySettings": flags, "tickLabelsVisibilitySettings": flags,
-                "gridlinesVisibilitySettings": flags,
-                "layers": [{"layerId": layer_id, "layerType": "data", "seriesType": panel.series_type,
-                            "xAccessor": bucket_id, "accessors": metric_ids}]}
+                "gridlinesVisibilitySettings": flags, "layers": [layer]}
     if panel.visualization == "lnsDatatable":
         return {"layerId": layer_id, "layerType": "data", "rowHeight": "single", "rowHeightLines": 1,
                 "columns": [{"columnId": column_id, "isTransposed": False} for column_id in [bucket_id, *metric_ids]],
@@ -270,8 +312,10 @@ def _lens_visualization(panel: Panel, layer_id: str) -> dict:
 def _lens_object(panel: Panel, ids: dict[str, str], field_types: dict[str, str]) -> dict:
     layer_id = _layer_id(panel)
     columns = {}
+    if panel.split is not None:  # Lens nests a breakdown outside the x-axis buckets: it comes first
+        columns[_split_column_id(panel)] = _lens_bucket_column(panel, panel.split)
     if panel.bucket is not None:
-        columns[_bucket_column_id(panel)] = _lens_bucket_column(panel)
+        columns[_bucket_column_id(panel)] = _lens_bucket_column(panel, panel.bucket)
     for metric in panel.metrics:
         columns[_metric_column_id(panel, metric)] = _lens_metric_column(metric, field_types)
     query = " and ".join(match.kql() for match in panel.where)
@@ -450,25 +494,31 @@ def _es_aggs(panel: Panel, time_from: str, time_to: str) -> dict:
         # Lens' last_value: the newest document's value (a top_hits sorted on the time field).
         leaf["last_values"] = {"top_hits": {"size": 1, "sort": [{TIME_FIELD: {"order": "desc"}}],
                                             "_source": {"includes": last_values}}}
-    bucket = panel.bucket
-    if bucket is None:
+    if panel.bucket is None:
         return leaf
-    if bucket.op == "terms":
-        order = {bucket.order_by_metric: "desc"} if bucket.order_by_metric else {"_count": "desc"}
-        agg = {"terms": {"field": bucket.field, "size": bucket.size, "order": order}}
-    elif bucket.op == "date_histogram":
-        agg = {"date_histogram": {"field": bucket.field, "calendar_interval": bucket.interval, "time_zone": "UTC",
-                                  "min_doc_count": 0, "extended_bounds": {"min": time_from, "max": time_to}}}
-    elif bucket.op == "filters":
-        agg = {"filters": {"filters": {label: match.es() for label, match in bucket.filters}}}
-    elif bucket.op == "range":
-        agg = {"range": {"field": bucket.field, "ranges": [
-            {"key": label, "from": lo, **({"to": hi} if hi is not None else {})} for lo, hi, label in bucket.ranges]}}
-    else:
-        raise ValueError(bucket.op)
+    agg = _es_bucket(panel.bucket, time_from, time_to)
     if leaf:
         agg["aggs"] = leaf
-    return {"bucket": agg}
+    if panel.split is None:
+        return {"bucket": agg}
+    split = _es_bucket(panel.split, time_from, time_to)
+    split["aggs"] = {"bucket": agg}
+    return {"split": split}
+
+
+def _es_bucket(bucket: Bucket, time_from: str, time_to: str) -> dict:
+    if bucket.op == "terms":
+        order = {bucket.order_by_metric: "desc"} if bucket.order_by_metric else {"_count": "desc"}
+        return {"terms": {"field": bucket.field, "size": bucket.size, "order": order}}
+    if bucket.op == "date_histogram":
+        return {"date_histogram": {"field": bucket.field, "calendar_interval": bucket.interval, "time_zone": "UTC",
+                                   "min_doc_count": 0, "extended_bounds": {"min": time_from, "max": time_to}}}
+    if bucket.op == "filters":
+        return {"filters": {"filters": {label: match.es() for label, match in bucket.filters}}}
+    if bucket.op == "range":
+        return {"range": {"field": bucket.field, "ranges": [
+            {"key": label, "from": lo, **({"to": hi} if hi is not None else {})} for lo, hi, label in bucket.ranges]}}
+    raise ValueError(bucket.op)
 
 
 def panel_query(panel: Panel, *, time_from: str = DEFAULT_TIME_FROM, time_to: str = DEFAULT_TIME_TO) -> dict:
@@ -481,7 +531,7 @@ def panel_query(panel: Panel, *, time_from: str = DEFAULT_TIME_FROM, time_to: st
     if panel.rows:
         # The table's rows as plain hits too: the newest documents first.
         body["sort"] = [{TIME_FIELD: {"order": "desc"}}]
-        body["_source"] = ["observation_id", TIME_FIELD, *LATEST_COLUMNS]
+        body["_source"] = panel.row_fields
     return body
 
 
@@ -496,7 +546,8 @@ def panel_queries(index: str = DEFAULT_INDEX, *, time_from: str = DEFAULT_TIME_F
         time_from, time_to: the dashboard time range (default: its saved last 7 days).
     Returns:
         ``{title: {"query", "size", "track_total_hits", ["aggs"], ["sort", "_source"]}}``;
-        bucketed panels aggregate under ``aggs.bucket``, metrics under their metric id.
+        bucketed panels aggregate under ``aggs.bucket`` (under ``aggs.split``'s buckets for
+        a panel with a breakdown), metrics under their metric id.
     """
     del index  # see docstring
     return {panel.title: panel_query(panel, time_from=time_from, time_to=time_to) for panel in PANELS}

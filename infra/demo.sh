@@ -1,13 +1,25 @@
 #!/usr/bin/env bash
 # make demo: from a fresh clone to a running, explained system, without Docker.
 #
+#   infra/demo.sh [--drift]        (make demo, make demo DEMO_DRIFT=1)
+#
 #   1. starts the local stack (Kafka + Elasticsearch) when it is down; leaves it up
 #   2. bp setup (topics + index template)
-#   3. the Airflow DAG chain generate -> train -> promote, as real `airflow dags test` runs
+#   3. the Airflow DAGs bp_generate_data -> bp_train_model (a new challenger), as real
+#      `airflow dags test` runs; with no champion yet, bp_promote_model judges it now
+#      against the rules alone (there is nothing to shadow)
 #   4. starts the consumer in the background (or reuses the one an earlier demo started)
-#   5. streams readings with `bp produce`, plus a few malformed messages (for the DLQ)
+#      and waits until it serves the champion and scores the challenger in shadow
+#   5. streams readings with `bp produce` (simulated times ending now), plus a few
+#      malformed messages (for the DLQ)
 #   6. waits until the consumer group has committed the topic's end offsets
-#   7. prints a summary (infra/demo.py) and how to open the UIs and stop everything
+#   7. with a champion in place: waits until the consumer's shadow evidence about the
+#      challenger is in MLflow, then bp_promote_model (hold-out + that live evidence)
+#   8. --drift: the stream switches to the cuff-offset world (Variable bp_scenario),
+#      `bp drift` names the offset fleet, then bp_monitor_drift -> bp_train_model on
+#      fresh data from that world -> more live readings for its shadow evidence ->
+#      bp_promote_model, and the consumer serves whatever the gate decided
+#   9. prints a summary (infra/demo.py) and how to open the UIs and stop everything
 #
 # One status line per step on the terminal; each step's output goes to a log file under
 # $AIRFLOW_HOME/logs-demo/. Any failure: exit 1 with a one-line reason and the log path.
@@ -17,11 +29,27 @@
 #                         consumer pid/log in ${BP_STACK_DIR:-.stack}/); with it: $BP_DEMO_HOME/airflow and
 #                         $BP_DEMO_HOME/demo-consumer.{pid,log}
 #   BP_DEMO_METRICS_PORT  the consumer's Prometheus port (9108)
-#   BP_DEMO_COUNT         readings to stream (3000)
+#   BP_DEMO_COUNT         readings to stream (5000: the gate's BP_GATE_MIN_SHADOW_READINGS default,
+#                         so the second run's challenger gathers enough live evidence)
+#   BP_DEMO_STREAM_PATIENTS  patients of the stream (200)
 #   BP_DEMO_PATIENTS / BP_DEMO_READINGS   training data set size (300 / 30000)
 #   BP_DEMO_HOLDOUT       promotion hold-out size (20000)
 #   BP_DEMO_WAIT          seconds to wait for the consumer to catch up (120)
+#   BP_DEMO_DRIFT=1       same as --drift
+#   BP_DEMO_DRIFT_DETECT  --drift: cuff-offset readings streamed before the drift check (2000)
+#   BP_DEMO_DRIFT_COUNT   --drift: cuff-offset readings streamed after retraining (BP_DEMO_COUNT)
 set -uo pipefail
+
+usage() { printf 'usage: infra/demo.sh [--drift]\n'; }
+DRIFT=""
+for arg in "$@"; do
+  case "$arg" in
+    --drift) DRIFT=1 ;;
+    -h|--help) usage; exit 0 ;;
+    *) usage >&2; printf '[demo] error: unknown argument %s\n' "$arg" >&2; exit 2 ;;
+  esac
+done
+case "${BP_DEMO_DRIFT:-}" in 1|yes|true) DRIFT=1 ;; esac
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -50,7 +78,10 @@ PID_FILE="$RUN_DIR/demo-consumer.pid"
 CONSUMER_LOG="$RUN_DIR/demo-consumer.log"
 CONSUMER_CONF="$RUN_DIR/demo-consumer.conf"
 METRICS_PORT="${BP_DEMO_METRICS_PORT:-9108}"
-COUNT="${BP_DEMO_COUNT:-3000}"
+COUNT="${BP_DEMO_COUNT:-5000}"
+STREAM_PATIENTS="${BP_DEMO_STREAM_PATIENTS:-200}"
+DRIFT_DETECT="${BP_DEMO_DRIFT_DETECT:-2000}"
+DRIFT_COUNT="${BP_DEMO_DRIFT_COUNT:-$COUNT}"
 PATIENTS="${BP_DEMO_PATIENTS:-300}"
 READINGS="${BP_DEMO_READINGS:-30000}"
 HOLDOUT="${BP_DEMO_HOLDOUT:-20000}"
@@ -89,14 +120,54 @@ airflow_cmd() {
       "$BIN/airflow" "$@"
 }
 
-# dag_run LABEL DAG_ID CONF: one real DAG run; `dags test` exits 0 even when a task failed,
-# so the run's final state is checked in its output.
+# dag_run LABEL DAG_ID CONF [LOGICAL_DATE [LOG]]: one real DAG run (logical date: today);
+# `dags test` exits 0 even when a task failed, so the run's final state is checked in its output.
 dag_run() {
-  local label="$1" dag="$2" conf="$3" log="$LOGS/$2.log"
-  step "$label" "$log" airflow_cmd dags test "$dag" "$TODAY" -c "$conf"
+  local label="$1" dag="$2" conf="$3" when="${4:-$TODAY}" log="${5:-$LOGS/$2.log}"
+  step "$label" "$log" airflow_cmd dags test "$dag" "$when" -c "$conf"
   if ! grep -q "state=success" "$log" || grep -q "state=failed" "$log"; then
     fail "$dag did not succeed: $(grep -E 'ERROR|Error' "$log" | tail -1 | cut -c1-200); see $log"
   fi
+}
+
+# models: sets CHAMPION and CHALLENGER ('-' for none) from the registry.
+models() {
+  local out
+  out="$("$PY" "$ROOT/infra/demo.py" models 2>"$LOGS/models.log")" \
+    || fail "cannot read the model aliases from MLflow: $(tail -1 "$LOGS/models.log"); see $LOGS/models.log"
+  read -r CHAMPION CHALLENGER <<<"$out"
+}
+v() { [ "$1" = "-" ] && printf 'the rules' || printf 'v%s' "$1"; }
+
+# ready: wait until the consumer serves $CHAMPION and shadow-scores $CHALLENGER.
+ready() {
+  local what="serves $(v "$CHAMPION")"
+  [ "$CHALLENGER" != "-" ] && [ "$CHALLENGER" != "$CHAMPION" ] && what="$what, shadows v$CHALLENGER"
+  step "consumer $what" "$LOGS/ready.log" "$PY" "$ROOT/infra/demo.py" ready --port "$METRICS_PORT" \
+    --log "$CONSUMER_LOG" --champion "$CHAMPION" --challenger "$CHALLENGER"
+}
+
+# stream LABEL LOG ARGS...: bp produce for the demo's patients (readings ending now).
+stream() {
+  local label="$1" log="$2"
+  shift 2
+  step "$label" "$log" "$BIN/bp" produce --patients "$STREAM_PATIENTS" "$@"
+}
+wait_committed() {
+  step "wait for the consumer to commit everything" "$LOGS/wait.log" \
+    "$PY" "$ROOT/infra/demo.py" wait --timeout "$WAIT_TIMEOUT" --consumer-pid "$CONSUMER_PID" --consumer-log "$CONSUMER_LOG"
+}
+
+# promote_with_evidence [LOGICAL_DATE LOG]: the gate, once the consumer's shadow evidence
+# about $CHALLENGER beside $CHAMPION is in MLflow (the consumer publishes it every 30 s);
+# then wait until the consumer serves what the gate decided.
+promote_with_evidence() {
+  step "shadow evidence of v$CHALLENGER in MLflow" "$LOGS/evidence.log" "$PY" "$ROOT/infra/demo.py" evidence \
+    --port "$METRICS_PORT" --challenger "$CHALLENGER" --champion "$CHAMPION"
+  dag_run "bp_promote_model (v$CHALLENGER vs v$CHAMPION, $(tail -1 "$LOGS/evidence.log") live)" bp_promote_model \
+    "{\"holdout_readings\": $HOLDOUT}" "$@"
+  models
+  ready
 }
 
 T_START="$(now)"
@@ -127,6 +198,7 @@ step "bp setup (topics, index template)" "$LOGS/setup.log" "$BIN/bp" setup
 
 # ---------------------------------------------------------------- 3. the DAG chain
 MIGRATED_STAMP="$AF_HOME/.demo-migrated"
+SCENARIO_STAMP="$AF_HOME/.demo-scenario"  # the world an earlier --drift left the Variable bp_scenario in
 want_stamp="$(cat requirements.lock 2>/dev/null | sha256sum | cut -d' ' -f1)"
 if [ -f "$AF_HOME/airflow.db" ] && [ -f "$MIGRATED_STAMP" ] && [ "$(cat "$MIGRATED_STAMP")" = "$want_stamp" ]; then
   say "airflow db: already migrated ($AF_HOME)"
@@ -134,14 +206,26 @@ else
   step "airflow db migrate ($AF_HOME)" "$LOGS/db-migrate.log" airflow_cmd db migrate
   echo "$want_stamp" >"$MIGRATED_STAMP"
 fi
+if [ -f "$SCENARIO_STAMP" ] && [ "$(cat "$SCENARIO_STAMP")" != baseline ]; then
+  step "airflow variables set bp_scenario baseline" "$LOGS/variables.log" airflow_cmd variables set bp_scenario baseline
+  echo baseline >"$SCENARIO_STAMP"
+fi
 dag_run "bp_generate_data ($PATIENTS patients, $READINGS readings)" bp_generate_data \
-  "{\"patients\": $PATIENTS, \"readings\": $READINGS}"
+  "{\"patients\": $PATIENTS, \"readings\": $READINGS, \"scenario\": \"baseline\"}"
 # JSON built by Python: the data folder's path may hold quotes or backslashes.
-TRAIN_CONF="$("$PY" -c 'import json, sys; print(json.dumps({"data_path": sys.argv[1]}))' "$BP_DATA_DIR/training/$TODAY")"
-dag_run "bp_train_model" bp_train_model "$TRAIN_CONF"
-CHALLENGER="$("$PY" "$ROOT/infra/demo.py" challenger 2>"$LOGS/challenger.log")" \
-  || fail "cannot read the challenger from MLflow: $(tail -1 "$LOGS/challenger.log"); see $LOGS/challenger.log"
-dag_run "bp_promote_model (challenger v$CHALLENGER)" bp_promote_model "{\"holdout_readings\": $HOLDOUT}"
+json_conf() { "$PY" -c 'import json, sys; print(json.dumps({sys.argv[1]: sys.argv[2]}))' "$@"; }
+dag_run "bp_train_model" bp_train_model "$(json_conf data_path "$BP_DATA_DIR/training/$TODAY")"
+models
+[ "$CHALLENGER" != "-" ] || fail "bp_train_model left no 'challenger' alias; see $LOGS/bp_train_model.log"
+DEMO_CHALLENGER="$CHALLENGER"
+SHADOWED=""
+if [ "$CHAMPION" = "-" ]; then
+  # No champion: the rules are the champion of last resort, and there is nothing to shadow.
+  dag_run "bp_promote_model (v$CHALLENGER vs the rules alone)" bp_promote_model "{\"holdout_readings\": $HOLDOUT}"
+  models
+else
+  SHADOWED=1  # judged after the stream, on the live evidence the consumer gathers
+fi
 
 # ---------------------------------------------------------------- 4. the consumer
 REUSED=""
@@ -169,27 +253,77 @@ else
   done
   printf '[demo] %-44s ok %6s s\n' "start the consumer (pid $CONSUMER_PID, :$METRICS_PORT)" "$(since "$t0")"
 fi
+ready
 step "scrape the consumer's metrics" "$LOGS/scrape.log" \
   "$PY" "$ROOT/infra/demo.py" scrape --port "$METRICS_PORT" --out "$LOGS/metrics-before.json"
 
 # ---------------------------------------------------------------- 5. stream
 T_STREAM="$(now)"
-step "bp produce --count $COUNT (as fast as possible)" "$LOGS/produce.log" \
-  "$BIN/bp" produce --count "$COUNT" --patients 200
+PRODUCED="$COUNT"
+stream "bp produce --count $COUNT (as fast as possible)" "$LOGS/produce.log" --count "$COUNT"
 step "send malformed messages (for the DLQ)" "$LOGS/malformed.log" "$PY" "$ROOT/infra/demo.py" malformed
 MALFORMED="$(tail -1 "$LOGS/malformed.log")"
 
 # ---------------------------------------------------------------- 6. wait
-step "wait for the consumer to commit everything" "$LOGS/wait.log" \
-  "$PY" "$ROOT/infra/demo.py" wait --timeout "$WAIT_TIMEOUT" --consumer-pid "$CONSUMER_PID" --consumer-log "$CONSUMER_LOG"
+wait_committed
 E2E="$(since "$T_STREAM")"
 
-# ---------------------------------------------------------------- 7. summary
-"$PY" "$ROOT/infra/demo.py" summary --challenger "$CHALLENGER" --metrics-port "$METRICS_PORT" \
-  --metrics-before "$LOGS/metrics-before.json" --produced "$COUNT" --malformed "$MALFORMED" \
+# ---------------------------------------------------------------- 7. the gate, on live evidence
+[ -n "$SHADOWED" ] && promote_with_evidence
+
+# ---------------------------------------------------------------- 8. --drift: the loop
+DRIFT_ARGS=()
+if [ -n "$DRIFT" ]; then
+  T_DRIFT="$(now)"
+  say "--drift: the cuff-offset world (the HomeCheck Pro fleet reads +15/+8 mmHg high)"
+  step "airflow variables set bp_scenario cuff-offset" "$LOGS/variables.log" airflow_cmd variables set bp_scenario cuff-offset
+  echo cuff-offset >"$SCENARIO_STAMP"
+  # The window of the drift checks starts here: the consumer committed the baseline stream
+  # before the Variable was set (seconds ago), and the cuff-offset readings come after.
+  SWITCH_EPOCH="$(date +%s)"
+  SWITCHED_AT="$(date -u -d "@$SWITCH_EPOCH" +%FT%TZ)"
+  stream "bp produce --scenario cuff-offset --count $DRIFT_DETECT" "$LOGS/produce-drift.log" \
+    --scenario cuff-offset --count "$DRIFT_DETECT"
+  PRODUCED=$((PRODUCED + DRIFT_DETECT))
+  wait_committed
+  SINCE="$(( $(date +%s) - SWITCH_EPOCH + 1 ))s"  # the readings ingested since the switch
+  step "bp drift --since $SINCE" "$LOGS/drift.log" bash -c '"$1" drift --since "$2" --json >"$3"' _ \
+    "$BIN/bp" "$SINCE" "$LOGS/drift.json"
+  DRIFT_ARGS=(--drift-report "$LOGS/drift.json" --drift-scenario cuff-offset --drift-switched-at "$SWITCHED_AT"
+              --drift-since "$SINCE" --drift-detect "$DRIFT_DETECT")
+  CHECK_EPOCH="$(date +%s)"  # the DAG's window ends at its logical date: the same readings
+  dag_run "bp_monitor_drift (window $(( CHECK_EPOCH - SWITCH_EPOCH + 1 ))s)" bp_monitor_drift \
+    "{\"since\": \"$(( CHECK_EPOCH - SWITCH_EPOCH + 1 ))s\", \"rearm_hours\": 0}" \
+    "$(date -u -d "@$CHECK_EPOCH" +%FT%T+00:00)"
+  if grep -q "starting task_id=signal " "$LOGS/bp_monitor_drift.log"; then
+    DRIFT_ARGS+=(--drift-signalled)
+    # `dags test` runs carry no asset events: simulate the data a drift-triggered
+    # bp_train_model makes (same generator, world, seed rule and folder), and train on it.
+    step "simulate fresh cuff-offset data ($PATIENTS patients, $READINGS readings)" "$LOGS/fresh-data.log" \
+      "$PY" "$ROOT/infra/demo.py" fresh-data --scenario cuff-offset --patients "$PATIENTS" --readings "$READINGS" \
+      --json "$LOGS/fresh-data.json"
+    dag_run "bp_train_model (on the fresh cuff-offset data)" bp_train_model \
+      "$(json_conf data_path "$(tail -1 "$LOGS/fresh-data.log")")" "$(date -u +%FT%T+00:00)" "$LOGS/bp_train_model-drift.log"
+    models
+    ready
+    stream "bp produce --scenario cuff-offset --count $DRIFT_COUNT" "$LOGS/produce-drift-2.log" \
+      --scenario cuff-offset --count "$DRIFT_COUNT"
+    PRODUCED=$((PRODUCED + DRIFT_COUNT))
+    wait_committed
+    DRIFT_ARGS+=(--drift-data "$LOGS/fresh-data.json" --drift-challenger "$CHALLENGER" --drift-shadow "$DRIFT_COUNT")
+    promote_with_evidence "$(date -u +%FT%T+00:00)" "$LOGS/bp_promote_model-drift.log"
+  else
+    say "bp_monitor_drift signalled no drift: no retraining (see $LOGS/drift.json)"
+  fi
+  DRIFT_ARGS+=(--drift-seconds "$(since "$T_DRIFT")")
+fi
+
+# ---------------------------------------------------------------- 9. summary
+"$PY" "$ROOT/infra/demo.py" summary --challenger "$DEMO_CHALLENGER" --metrics-port "$METRICS_PORT" \
+  --metrics-before "$LOGS/metrics-before.json" --produced "$PRODUCED" --malformed "$MALFORMED" \
   --e2e-seconds "$E2E" --consumer-pid "$CONSUMER_PID" --consumer-pid-file "$PID_FILE" \
   --consumer-log "$CONSUMER_LOG" $REUSED --airflow-home "$AF_HOME" --json "$LOGS/summary.json" \
-  >"$LOGS/summary.txt" 2>"$LOGS/summary.log"
+  "${DRIFT_ARGS[@]}" >"$LOGS/summary.txt" 2>"$LOGS/summary.log"
 rc=$?
 cat "$LOGS/summary.txt"
 [ "$rc" -eq 0 ] || fail "summary failed: $(tail -1 "$LOGS/summary.log" | cut -c1-200); see $LOGS/summary.log"

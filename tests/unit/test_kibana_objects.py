@@ -91,8 +91,9 @@ def test_lens_visualization_accessors_name_existing_columns(objects):
         assert kind in {"lnsXY", "lnsPie", "lnsDatatable", "lnsMetric"}
         if kind == "lnsXY":
             (xy,) = vis["layers"]
-            accessors = [xy["xAccessor"], *xy["accessors"]]
+            accessors = [xy["xAccessor"], *xy["accessors"], *([xy["splitAccessor"]] if "splitAccessor" in xy else [])]
             assert xy["layerId"] == layer_id
+            assert set(accessors) == set(layer["columns"]), obj["id"]  # every column is drawn
         elif kind == "lnsPie":
             (pie,) = vis["layers"]
             accessors = [*pie["primaryGroups"], *pie["metrics"]]
@@ -132,7 +133,8 @@ def test_every_column_uses_a_mapped_field_of_a_compatible_type(objects):
 def test_referenced_fields_all_exist_in_the_template(objects):
     fields = kibana.referenced_fields(objects)
     assert fields <= set(FIELD_TYPES), fields - set(FIELD_TYPES)
-    assert {"patient_id", "category", "anomaly_types", "detected_by", "model_probability", "@timestamp"} <= fields
+    assert {"patient_id", "category", "anomaly_types", "detected_by", "model_probability", "@timestamp",
+            "device_model", "baseline_systolic", "baseline_diastolic"} <= fields
     for panel in kibana.PANELS:
         assert panel.fields <= fields
 
@@ -182,6 +184,27 @@ def test_required_panels_are_there():
     latest = by_title["Latest anomalies"]
     assert latest.visualization == "lnsDatatable"
     assert {m.field for m in latest.metrics} == {"@timestamp", *kibana.LATEST_COLUMNS}
+    # Patient context (issue 24): rises and drops from baseline, over time and row by row.
+    over_time = by_title["Rises and drops from baseline per day"]
+    assert over_time.where == (kibana.FROM_BASELINE,) and over_time.bucket.op == "date_histogram"
+    assert [label for label, _ in over_time.split.filters] == ["Rise", "Drop"]
+    assert set(kibana.FROM_BASELINE.values) == {"rise_from_baseline", "drop_from_baseline"}
+    table = by_title["Latest rises and drops from baseline"]
+    assert table.where == (kibana.FROM_BASELINE,) and table.rows
+    assert {"systolic", "baseline_systolic", "diastolic", "baseline_diastolic"} <= {m.field for m in table.metrics}
+    # Device fleets (issue 25).
+    assert by_title["Anomalies by device fleet"].bucket.field == "device_model"
+
+
+def test_a_breakdown_is_nested_outside_the_x_axis(objects):
+    """Lens orders a breakdown column before the date histogram it splits (esaggs nests it outside)."""
+    (obj,) = [o for o in objects if o["attributes"]["title"] == "Rises and drops from baseline per day"]
+    (layer,) = obj["attributes"]["state"]["datasourceStates"]["formBased"]["layers"].values()
+    kinds = [layer["columns"][c]["operationType"] for c in layer["columnOrder"]]
+    assert kinds == ["filters", "date_histogram", "count"]
+    (xy,) = obj["attributes"]["state"]["visualization"]["layers"]
+    assert layer["columns"][xy["splitAccessor"]]["operationType"] == "filters"
+    assert xy["seriesType"] == "bar_stacked" and obj["attributes"]["state"]["visualization"]["legend"]["isVisible"]
 
 
 def test_ndjson_is_one_json_object_per_line(objects):
@@ -213,6 +236,12 @@ def test_panel_queries_mirror_the_panels():
     assert crisis["aggs"]["bucket"]["date_histogram"]["field"] == "@timestamp"
     latest = queries["Latest anomalies"]
     assert latest["sort"] == [{"@timestamp": {"order": "desc"}}] and latest["size"] == 50
+    split = queries["Rises and drops from baseline per day"]["aggs"]["split"]
+    assert set(split["filters"]["filters"]) == {"Rise", "Drop"}
+    assert split["aggs"]["bucket"]["date_histogram"]["field"] == "@timestamp"
+    rows = queries["Latest rises and drops from baseline"]
+    assert {"terms": {"anomaly_types": ["rise_from_baseline", "drop_from_baseline"]}} in rows["query"]["bool"]["filter"]
+    assert rows["_source"][:2] == ["observation_id", "@timestamp"] and "baseline_systolic" in rows["_source"]
 
 
 # ---------------------------------------------------------------------------------------
