@@ -110,7 +110,7 @@ def training_source(client, version: str) -> str:
     return client.get_run(run_id).data.tags["dataset.source"]
 
 
-def test_generate_train_promote_reject_rollback(airflow_env):
+def test_generate_train_promote_rollback(airflow_env):
     env = {**airflow_env, "BP_GATE_MIN_SHADOW_READINGS": "0"}  # no consumer shadow-scores here
     training = Path(env["BP_DATA_DIR"]) / "training"
     promote_conf = {"holdout_readings": 5000}
@@ -150,17 +150,6 @@ def test_generate_train_promote_reject_rollback(airflow_env):
     assert sorted(p.name for p in training.iterdir()) == ["2026-03-02", "2026-03-03"]
     assert (tiny / "readings.parquet").read_bytes() == tiny_bytes
 
-    #    Retrain on it (the data_path param; it is no longer the newest): worse, so the
-    #    gate rejects it, and a rejection is a successful run.
-    dags_test(env, "bp_train_model", "2026-03-04", {"data_path": str(tiny)}, label="bp_train_model (tiny -> v3)")
-    assert alias_version(client, "challenger") == "3"
-    assert training_source(client, "3") == str(tiny)
-    log = dags_test(env, "bp_promote_model", "2026-03-04", promote_conf, label="bp_promote_model (v3: rejected)")
-    assert "promotion decision: rejected" in log
-    assert alias_version(client, "champion") == "2"
-    tags = client.get_model_version(MODEL, "3").tags
-    assert any(key.startswith("promotion.") for key in tags), tags
-
     # 4. Roll back the v1 -> v2 promotion with the command line.
     started = time.monotonic()
     proc = subprocess.run([BP, "promote", "--rollback"], env=env, cwd=REPO, capture_output=True, text=True,
@@ -175,7 +164,7 @@ def test_generate_data_in_the_world_the_variable_names(airflow_env, tmp_path):
     env = {**airflow_env, "BP_DATA_DIR": str(tmp_path / "data"), "AIRFLOW_VAR_BP_SCENARIO": "older-cohort"}
     dags_test(env, "bp_generate_data", "2026-03-05", {"patients": 20, "readings": 400},
               label="bp_generate_data (Variable: older-cohort)")
-    manifest = json.loads((tmp_path / "data" / "training" / "2026-03-05" / "manifest.json").read_text())
+    manifest = json.loads((tmp_path / "data" / "training" / "2026-03-05-older-cohort" / "manifest.json").read_text())
     assert manifest["scenario"] == "older-cohort"
 
 
