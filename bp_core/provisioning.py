@@ -69,6 +69,24 @@ def ensure_topic(settings: Settings, name: str, *, partitions: int, config: dict
         admin.close()
 
 
+def partition_count(settings: Settings, topic: str) -> int:
+    """How many partitions ``topic`` has.
+
+    Raises:
+        BPError: Kafka is unreachable, or the topic does not exist.
+    """
+    from kafka.errors import KafkaError
+
+    admin = _admin(settings)
+    try:
+        return _partition_count(admin, topic)
+    except KafkaError as exc:
+        raise BPError(f"cannot read the partitions of topic {topic} from Kafka at {settings.kafka_bootstrap}: "
+                      f"{exc}") from exc
+    finally:
+        admin.close()
+
+
 def ensure_patients_topic(settings: Settings) -> str:
     """``ensure_topics``' work for the patients topic alone (what ``bp produce`` needs).
 
