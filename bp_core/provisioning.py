@@ -52,27 +52,38 @@ def ensure_topics(settings: Settings, *, partitions: int = 3) -> list[str]:
     return lines
 
 
-def ensure_topic(settings: Settings, name: str, *, partitions: int, config: dict[str, str] | None = None,
-                 grow: bool = False) -> str:
+def ensure_topic(settings: Settings, name: str, *, partitions: int, config: dict[str, str] | None = None) -> str:
     """Create topic ``name`` when missing (or bring its ``config`` in line); a line saying which.
-    With ``grow``, an existing topic with fewer partitions gets more (a changelog must have
-    one per source partition: it is written partition for partition).
 
     Raises:
         BPError: Kafka is unreachable or refuses the change.
     """
-    from kafka.admin import NewPartitions
     from kafka.errors import KafkaError
 
     admin = _admin(settings)
     try:
-        line, created = _ensure(admin, name, partitions, config)
-        if grow and not created and _partition_count(admin, name) < partitions:
-            admin.create_partitions({name: NewPartitions(total_count=partitions)})
-            line += f", grown to {partitions} partitions"
+        line, _ = _ensure(admin, name, partitions, config)
         return line
     except KafkaError as exc:
         raise BPError(f"Kafka at {settings.kafka_bootstrap} refused a topic change: {exc}") from exc
+    finally:
+        admin.close()
+
+
+def partition_count(settings: Settings, topic: str) -> int:
+    """How many partitions ``topic`` has.
+
+    Raises:
+        BPError: Kafka is unreachable, or the topic does not exist.
+    """
+    from kafka.errors import KafkaError
+
+    admin = _admin(settings)
+    try:
+        return _partition_count(admin, topic)
+    except KafkaError as exc:
+        raise BPError(f"cannot read the partitions of topic {topic} from Kafka at {settings.kafka_bootstrap}: "
+                      f"{exc}") from exc
     finally:
         admin.close()
 

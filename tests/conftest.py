@@ -14,11 +14,11 @@ FIXTURES_DIR = TESTS_DIR / "fixtures"
 # so module fixtures are set up once, or a whole suite when its tests share one session
 # resource: the fault suite its own Kafka + Elasticsearch (on fixed ports), the browser
 # suite its Chromium and UI servers. The longest units go first (about 420, 300, 230, 160,
-# 170, 150 and 115 s on a 2-core machine), so the two workers finish together.
+# 170, 150, 125 and 115 s on a 2-core machine), so the two workers finish together.
 SHARED_SUITES = ("tests/faults/", "tests/browser/")
 LONGEST_FIRST = ("tests/faults/", "tests/integration/test_airflow_dags.py", "tests/integration/test_demo.py",
                  "tests/browser/", "tests/integration/test_consumer.py", "tests/integration/test_consumer_image.py",
-                 "tests/integration/test_stack_anywhere.py")
+                 "tests/integration/test_patient_state.py", "tests/integration/test_stack_anywhere.py")
 
 
 def work_unit(nodeid: str) -> str:

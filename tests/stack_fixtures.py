@@ -52,15 +52,25 @@ def topic(kafka_admin, resource_prefix) -> str:
     create_topic(kafka_admin, name)
     create_topic(kafka_admin, f"{name}.dlq", partitions=1)
     yield name
-    try:  # its DLQ, alerts and patients topics, and the changelogs named after its groups
+    try:  # its DLQ, alerts and patients topics (the ``group`` fixture deletes its changelog)
         kafka_admin.delete_topics([t for t in kafka_admin.list_topics() if t.startswith(name) or name in t])
     except Exception:  # best effort: a leftover test topic is harmless
         pass
 
 
 @pytest.fixture
-def group(resource_prefix) -> str:
-    return unique(f"{resource_prefix}-group")
+def group(kafka_admin, resource_prefix) -> str:
+    """A fresh consumer group; its patient-state changelog topic is deleted afterwards."""
+    from bp_core.consumer.state import changelog_topic
+
+    name = unique(f"{resource_prefix}-group")
+    yield name
+    changelog = changelog_topic(name)
+    try:
+        if changelog in kafka_admin.list_topics():
+            kafka_admin.delete_topics([changelog])
+    except Exception:  # best effort: a leftover test topic is harmless
+        pass
 
 
 @pytest.fixture

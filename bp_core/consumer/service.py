@@ -38,7 +38,7 @@ from bp_core.consumer.stats import ConsumerStats, account, lag_from_broker, upda
 from bp_core.consumer.writer import BatchWriter, PreparedBatch, Sinks, hand_over
 from bp_core.crashpoints import crash_point
 from bp_core.dead_letters.ledger import DeadLetterLedger, DeadLetterReader
-from bp_core.errors import SinkUnavailable
+from bp_core.errors import BPError, SinkUnavailable
 from bp_core.rules import Thresholds
 from bp_core.settings import Settings
 from bp_core.sinks.archive import ArchiveSink
@@ -109,6 +109,8 @@ class ConsumerService:
         self._drop_generation = 0          # bumped each time batches are dropped
         self._exit_code = 0
         self._seen_partitions: set = set()
+        self._topics_ready = False         # the alerts and changelog topics exist (first assignment)
+        self._fatal: BPError | None = None  # raised in a rebalance callback: ends the loop after the poll
         self._consumer = self._producer = self._es = self._dlq_reader = self._archive = None
         self._fast_producer = self.sinks = None
         self.context: PatientContext | None = None   # the per-patient state (None: turned off)
@@ -165,7 +167,10 @@ class ConsumerService:
         except Exception as exc:  # not fatal: the first batch asks again, and waits for an answer
             log.warning("could not read the dead-letter topic's end yet: %s: %s", type(exc).__name__, exc)
         self._fast_producer = clients.fast_producer(settings, "bp-consumer-out")
-        self._connect_topics()
+        if settings.patient_context:
+            self.context = PatientContext(changelog_topic(settings.consumer_group), lambda: clients.kafka_consumer(
+                settings, "bp-consumer-state-restore", max_partition_fetch_bytes=16 * 1024 * 1024,
+                fetch_max_bytes=64 * 1024 * 1024))
         self.sinks = Sinks(self._es, settings.es_index, self._producer, settings.dlq_topic, self._ledger,
                            self._dlq_reader, self._fast_producer, settings.alerts_topic or None,
                            self.context.topic if self.context else None)
@@ -188,20 +193,25 @@ class ConsumerService:
                                         registry=self.metrics.registry)
             self.shadow.start()
 
-    def _connect_topics(self) -> None:
-        """The alerts topic and the state's changelog, with the source topic's partition count."""
-        from bp_core.provisioning import ensure_topic
+    def _ensure_topics(self) -> None:
+        """The alerts topic and the state's changelog, with the source topic's partition count.
+
+        Made at the first assignment, when that count is known: the source topic may not
+        exist when the consumer starts (the subscription or a producer creates it).
+
+        Raises:
+            BPError: Kafka refused a topic.
+        """
+        from bp_core.provisioning import ensure_topic, partition_count
 
         settings = self.settings
-        partitions = len(self._consumer.partitions_for_topic(settings.topic) or ()) or 1
+        # Not the consumer's metadata: a rebalance callback must not block on its client.
+        partitions = partition_count(settings, settings.topic)
         if self.router.alerts_on:
             ensure_topic(settings, settings.alerts_topic, partitions=partitions)
-        if settings.patient_context:
-            topic = changelog_topic(settings.consumer_group)
-            ensure_topic(settings, topic, partitions=partitions, config=CHANGELOG_CONFIG, grow=True)
-            self.context = PatientContext(topic, lambda: clients.kafka_consumer(
-                settings, "bp-consumer-state-restore", max_partition_fetch_bytes=16 * 1024 * 1024,
-                fetch_max_bytes=64 * 1024 * 1024))
+        if self.context is not None:
+            ensure_topic(settings, self.context.topic, partitions=partitions, config=CHANGELOG_CONFIG)
+        self._topics_ready = True
 
     def _close(self) -> None:
         for closer in (lambda: self.writer and self.writer.close(),
@@ -232,6 +242,8 @@ class ConsumerService:
             generation = self._drop_generation
             polled_at = time.monotonic()
             batch = self._consumer.poll(timeout_ms=self._poll_timeout_ms())
+            if self._fatal is not None:
+                raise self._fatal
             now = time.monotonic()
             prepared = None
             if batch:
@@ -411,8 +423,13 @@ class ConsumerService:
             if fresh:
                 self._consumer.seek_to_beginning(*fresh)
         self._seen_partitions.update(assigned)
-        if self.context is not None:  # before the partitions' first batch is scored
-            self.context.assigned([tp.partition for tp in assigned if tp.topic == self.settings.topic])
+        try:
+            if not self._topics_ready:
+                self._ensure_topics()
+            if self.context is not None:  # before the partitions' first batch is scored
+                self.context.assigned([tp.partition for tp in assigned if tp.topic == self.settings.topic])
+        except BPError as exc:  # kafka-python would wrap it in a KafkaError: the loop raises it as it is
+            self._fatal = exc
         if self._paused and assigned:
             self._consumer.pause(*assigned)
 

@@ -21,6 +21,7 @@ import numpy as np
 
 from bp_core.context import ContextColumns, PatientStore, StatusChange
 from bp_core.context.store import OUTCOMES
+from bp_core.errors import TopicMissing
 
 log = logging.getLogger("bp_core.consumer")
 
@@ -74,6 +75,7 @@ class PatientContext:
 
         Raises:
             StateFormatError: a record is not a state this version can read.
+            TopicMissing: the changelog has fewer partitions than the source topic.
             KafkaError: the changelog cannot be read (the caller's batch is read again).
         """
         if not partitions:
@@ -83,6 +85,13 @@ class PatientContext:
         started = time.monotonic()
         consumer = self._reader()
         try:
+            missing = sorted(set(partitions) - (consumer.partitions_for_topic(self.topic) or set()))
+            if missing:
+                raise TopicMissing(
+                    f"the patient-state changelog {self.topic} has no partition {', '.join(map(str, missing))}: it "
+                    f"needs the source topic's partition count. If partitions were added to the source topic, "
+                    f"patients moved between partitions and their state cannot follow: delete {self.topic} to "
+                    f"start the state afresh (it is rebuilt from the readings that follow)")
             tps = [TopicPartition(self.topic, p) for p in partitions]
             consumer.assign(tps)
             consumer.seek_to_beginning(*tps)

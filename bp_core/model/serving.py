@@ -4,8 +4,8 @@
 scoring): when it points at another version it loads ``models:/NAME/<version>`` and swaps
 it in between batches, the checks and downloads on a background thread so a slow or
 unreachable registry never holds up a batch. It never raises: without a model the
-consumer runs on the rules. With ``BP_MODEL_PATH`` it serves a joblib file.
-Details: docs/internals.md#serving.
+consumer runs on the rules; a challenger that cannot be loaded is dropped. With
+``BP_MODEL_PATH`` it serves a joblib file. Details: docs/internals.md#serving.
 """
 
 from __future__ import annotations
@@ -118,6 +118,7 @@ class ModelProvider:
         self._background = background
         self._current: ServedModel | None = None   # what the consumer scores with
         self._latest: ServedModel | None = None    # what the refresher loaded last (the same, once swapped)
+        self._wanted: str | None = None            # the version the alias pointed at when last looked up
         self._mailbox: ServedModel | None = None   # loaded in the background, not swapped in yet
         self._mailbox_lock = threading.Lock()
         self._stopping = threading.Event()
@@ -208,12 +209,21 @@ class ModelProvider:
             else:
                 loaded = self._load_newer_version()
         except Exception as exc:  # the contract: never raise; keep serving what we have
-            if not self._failing:
+            # Not the served alias, and it has left the version held for one that cannot be
+            # loaded: shadow-scoring the old version would gather evidence nobody judges.
+            left = (not self._keep_when_absent and self._latest is not None
+                    and self._wanted != self._latest.version)
+            if not self._failing or left:
                 log.warning("cannot refresh the model from %s (%s: %s); %s", source, type(exc).__name__,
-                            _first_line(exc), "keeping version " + self._latest.version if self._latest
+                            _first_line(exc), f"{self.alias} version {self._wanted} cannot be loaded: "
+                            f"dropping version {self._latest.version}" if left
+                            else "keeping version " + self._latest.version if self._latest
                             else "rules-only until it is reachable" if self._keep_when_absent
                             else f"no {self.alias} until it is reachable")
                 self._failing = True
+            if left:
+                self._latest = None
+                return _DROPPED
             return None
         if self._failing:
             log.info("model source %s reachable again", source)
@@ -229,7 +239,7 @@ class ModelProvider:
         settings = self._settings
         if self._client is None:
             self._client = client_for(settings.mlflow_tracking_uri)
-        version = get_alias_version(self._client, settings.model_name, self.alias)
+        version = self._wanted = get_alias_version(self._client, settings.model_name, self.alias)
         if version is None:
             if not self._keep_when_absent:
                 return _DROPPED if self._latest is not None else None

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import random
 import socket
 import subprocess
 import sys
 import threading
 import time
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import orjson
@@ -36,6 +38,41 @@ def observation(obs_id: str, patient: str, systolic: float, diastolic: float,
     }
 
 
+def reading(obs_id: str, patient: str, values: tuple, at: datetime) -> tuple[bytes, bytes]:
+    """A (key, value) message: one Observation of ``patient`` with (systolic, diastolic) at ``at``."""
+    return patient.encode(), dumps(observation(obs_id, patient, *values, effective=at.isoformat()))
+
+
+def patient_stream(patients: int, readings_each: int, *, seed: int, start: datetime, step=timedelta(hours=3),
+                   late_every: int = 0, prefix: str = "o") -> list[tuple[bytes, bytes]]:
+    """Messages of a stream of readings in effective-time order, all patients interleaved.
+
+    Patients differ in their usual pressure (some in sustained hypertension); every third
+    one's pressure rises by 25/12 mmHg part-way (so some readings rise from their
+    baseline). With ``late_every``, every ``late_every``-th reading is sent after the
+    following ``2 * patients`` readings: it arrives after later ones of its patient.
+    Observation ids are ``<prefix>-<patient>-<n>``.
+    """
+    rng = random.Random(seed)
+    rows = []
+    for p in range(patients):
+        patient = f"pat-{p:02d}"
+        usual_s = rng.uniform(100, 150)
+        usual_d = usual_s * 0.6 + rng.uniform(-4, 6)
+        change_at = rng.randrange(readings_each // 3, readings_each) if p % 3 == 0 else readings_each
+        for i in range(readings_each):
+            at = start + step * i + timedelta(minutes=rng.randrange(60))
+            shift = (25, 12) if i >= change_at else (0, 0)
+            systolic = round(usual_s + shift[0] + rng.gauss(0, 6))
+            diastolic = round(min(usual_d + shift[1] + rng.gauss(0, 4), systolic - 20))
+            rows.append((at, patient, f"{prefix}-{patient}-{i}", (systolic, diastolic)))
+    rows.sort(key=lambda row: row[0])
+    if late_every:
+        for index in range(len(rows) - 2 * patients - 1, 0, -late_every):
+            rows.insert(index + 2 * patients, rows.pop(index))
+    return [reading(obs_id, patient, values, at) for at, patient, obs_id, values in rows]
+
+
 def send(bootstrap: str, topic: str, messages: list[tuple[bytes | None, bytes | None]]) -> None:
     """Produce (key, value) pairs with acks=all and wait for every ack."""
     from kafka import KafkaProducer
@@ -59,6 +96,25 @@ def read_all(bootstrap: str, topic: str, idle_ms: int = 3000) -> list:
     records = list(consumer)
     consumer.close()
     return records
+
+
+def read_to_end(bootstrap: str, topic: str) -> list:
+    """Every record of a topic up to its end offsets when called, by (partition, offset)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest")
+    try:
+        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        ends = consumer.end_offsets(partitions)
+        records = []
+        while any(consumer.position(tp) < ends[tp] for tp in partitions):
+            for batch in consumer.poll(timeout_ms=1000).values():
+                records += batch
+    finally:
+        consumer.close()
+    return sorted(records, key=lambda r: (r.partition, r.offset))
 
 
 def committed_total(bootstrap: str, group: str, topic: str) -> int:
