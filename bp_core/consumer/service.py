@@ -34,7 +34,7 @@ from bp_core.consumer.idle import IdleExit
 from bp_core.consumer.metrics import ConsumerMetrics
 from bp_core.consumer.shadow import ShadowScoring
 from bp_core.consumer.state import CHANGELOG_CONFIG, PatientContext, changelog_topic
-from bp_core.consumer.stats import ConsumerStats, account, lag_from_broker, update_lag
+from bp_core.consumer.stats import ConsumerStats, account, lag_from_broker, report_model, update_lag
 from bp_core.consumer.writer import BatchWriter, PreparedBatch, Sinks, hand_over
 from bp_core.crashpoints import crash_point
 from bp_core.dead_letters.ledger import DeadLetterLedger, DeadLetterReader
@@ -349,7 +349,7 @@ class ConsumerService:
                 self.writer.write(prepared)
                 return True
             except SinkUnavailable as exc:
-                lag = self._lag_from_broker(prepared)
+                lag = lag_from_broker(self.metrics, self._consumer, self.checkpoint, prepared.first_offsets)
                 log.warning("still unavailable: %s; lag=%s; retrying in %.1fs", exc,
                             "?" if lag is None else lag, delay)
 
@@ -435,23 +435,8 @@ class ConsumerService:
 
     # ------------------------------------------------------------------ reporting
 
-    def _lag_from_broker(self, waiting: PreparedBatch) -> int | None:
-        positions = {**waiting.first_offsets, **self.checkpoint.durable}
-        try:  # a partition with no batch written in this run yet starts from its commit
-            positions.update(self.checkpoint.group_positions(self._consumer.assignment() - positions.keys()))
-        except Exception as exc:
-            log.debug("group positions: %s", exc)
-            return None
-        return lag_from_broker(self.metrics, self._consumer, positions)
-
     def _report_model(self) -> None:
-        model = self._model_provider.current
-        if model is None:
-            log.warning("no model to serve (%s@%s): rules-only mode", self.settings.model_name, self.settings.model_alias)
-            self.metrics.set_model(None, None)
-        else:
-            log.info("serving model %s version %s", model.name, model.version)
-            self.metrics.set_model(model.name, model.version)
+        report_model(self.metrics, self._model_provider.current, self.settings)
 
     def _log_progress(self) -> None:
         model = self._model_provider.current if self._model_provider else None

@@ -94,14 +94,17 @@ def update_lag(metrics: ConsumerMetrics, consumer, durable: dict) -> None:
     metrics.set_lag(lag)
 
 
-def lag_from_broker(metrics: ConsumerMetrics, consumer, positions: dict) -> int | None:
+def lag_from_broker(metrics: ConsumerMetrics, consumer, checkpoint, waiting: dict) -> int | None:
     """Messages not yet durable, from the end offsets the broker reports now.
 
     While a sink is down the partitions are paused and not fetched: the high watermarks
-    ``update_lag`` reads stand still. ``positions`` maps every owned partition to where
-    its durable part ends. None if the broker cannot say (the gauge keeps its value).
+    ``update_lag`` reads stand still. ``waiting`` holds the first offsets of the batch that
+    waits to be written; a partition with no batch written in this run starts from its
+    commit. None if the broker cannot say (the gauge keeps its value).
     """
+    positions = {**waiting, **checkpoint.durable}
     try:
+        positions.update(checkpoint.group_positions(consumer.assignment() - positions.keys()))
         ends = consumer.end_offsets(list(positions), timeout_ms=2000)
     except Exception as exc:  # an unreachable broker is reported by the consumer itself
         log.debug("end offsets: %s", exc)
@@ -109,3 +112,13 @@ def lag_from_broker(metrics: ConsumerMetrics, consumer, positions: dict) -> int 
     lag = sum(max(end - positions[tp], 0) for tp, end in ends.items() if end is not None)
     metrics.set_lag(lag)
     return lag
+
+
+def report_model(metrics: ConsumerMetrics, model, settings) -> None:
+    """Log and expose the model now served (None: rules only)."""
+    if model is None:
+        log.warning("no model to serve (%s@%s): rules-only mode", settings.model_name, settings.model_alias)
+        metrics.set_model(None, None)
+    else:
+        log.info("serving model %s version %s", model.name, model.version)
+        metrics.set_model(model.name, model.version)
