@@ -9,9 +9,9 @@ world) in a throw-away MLflow store. Each part streams the simulator's Observati
 ``iter_payloads``) into a fresh topic, where a real ``bp consume`` serves that champion
 with patient state on and writes its sinks (index + archive); each batch is waited for
 until durable, and ``check_drift`` reads the window of the last batches back by
-ingestion time, as ``bp drift`` does. Parts 1 and 2 first stream a warm-up of 10
-readings per patient, outside every window, so patients have a history as in a running
-deployment.
+ingestion time, as ``bp drift`` does. Parts 1 and 2 first stream a warm-up of
+``--warmup-per-patient`` readings per patient (default 42: 7 days at the simulator's pace,
+every patient's window full), outside every window, as in a running deployment.
 
 1. cuff-offset: ``--patients`` patients, 5 batches of 1,000 readings in the ``baseline``
    world, then the same patients in the ``cuff-offset`` world (the simulator's scenario:
@@ -53,7 +53,6 @@ from bp_core.simulation.stream import connect, iter_payloads  # noqa: E402
 
 WINDOW = 5_000
 STEP = 1_000
-WARMUP_PER_PATIENT = 10
 
 
 class Deployment:
@@ -103,8 +102,8 @@ def worst(report) -> tuple[float, str]:
     return c.score / c.threshold, name
 
 
-def cuff_offset(dep: Deployment, patients: int) -> dict:
-    dep.stream(WARMUP_PER_PATIENT * patients)
+def cuff_offset(dep: Deployment, patients: int, warmup: int) -> dict:
+    dep.stream(warmup * patients)
     for _ in range(WINDOW // STEP):
         dep.stream(STEP)
     before = dep.check(WINDOW // STEP)
@@ -125,8 +124,8 @@ def cuff_offset(dep: Deployment, patients: int) -> dict:
     return {"before": before.drift, "before_worst": worst(before), "found": found, "rows": rows}
 
 
-def stationary(dep: Deployment, patients: int, windows: int) -> dict:
-    dep.stream(WARMUP_PER_PATIENT * patients)
+def stationary(dep: Deployment, patients: int, windows: int, warmup: int) -> dict:
+    dep.stream(warmup * patients)
     results = []
     for _ in range(windows):
         dep.stream(WINDOW)
@@ -160,6 +159,9 @@ def main() -> int:
     parser.add_argument("--patients", type=int, default=1000, help="patients in parts 1 and 2 (default 1000)")
     parser.add_argument("--windows", type=int, default=20, help="stationary windows of 5,000 readings (default 20)")
     parser.add_argument("--big", type=int, default=1_000_000, help="readings in the timed window (0: skip)")
+    parser.add_argument("--warmup-per-patient", type=int, default=42,
+                        help="readings per patient before the windows (42: 7 days at the simulator's pace, full "
+                             "windows as in a running deployment)")
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--section", type=Path, default=REPO / "docs" / "bench-drift.md",
                         help="the section file bench/report.py includes")
@@ -170,10 +172,11 @@ def main() -> int:
     data = generate_dataset(base.data_dir / "training" / "reference", patients=500, readings=50_000, seed=args.seed)
     trained = train_and_register(base, data)
     set_alias(client_for(base.mlflow_tracking_uri), base.model_name, CHAMPION, trained.model_version)
-    parts = {"offset": (args.patients, args.seed + 1, (WARMUP_PER_PATIENT + 2) * args.patients + 2 * WINDOW,
-                        lambda d: cuff_offset(d, args.patients)),
-             "stationary": (args.patients, args.seed + 2, WARMUP_PER_PATIENT * args.patients + args.windows * WINDOW,
-                            lambda d: stationary(d, args.patients, args.windows)),
+    warmup = args.warmup_per_patient
+    parts = {"offset": (args.patients, args.seed + 1, warmup * args.patients + 2 * WINDOW,
+                        lambda d: cuff_offset(d, args.patients, warmup)),
+             "stationary": (args.patients, args.seed + 2, warmup * args.patients + args.windows * WINDOW,
+                            lambda d: stationary(d, args.patients, args.windows, warmup)),
              "speed": (max(args.patients, args.big // 100), args.seed + 3, args.big, lambda d: speed(d, args.big))}
     results, seconds = {}, {}
     try:
@@ -217,7 +220,7 @@ def section(args, results: dict, seconds: dict, version: str) -> list[str]:
         f"Live streams: {args.patients:,} simulated patients (speed: {results.get('speed', {}).get('patients', 0):,}), "
         f"device fleets {fleets}, sent to Kafka and written to the sinks (Elasticsearch index + archive) by a real "
         "`bp consume` serving the champion with patient state on, each after a warm-up of "
-        f"{WARMUP_PER_PATIENT} readings per patient outside the windows; read back by `check_drift`.  ",
+        f"{args.warmup_per_patient} readings per patient outside the windows; read back by `check_drift`.  ",
         "Durations: " + ", ".join(f"{name} {s:.0f} s" for name, s in seconds.items()) + ".",
         "",
         "| target | result | met |",
