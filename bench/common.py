@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import platform
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -51,8 +52,11 @@ def bench_settings(name: str, partitions: int = 3):
 
 
 def drop_bench_resources(settings) -> None:
-    """Delete a bench's topics, indices and index templates."""
+    """Delete a bench's topics, indices, index templates and archive folder (logs and the
+    MLflow store stay in its temporary folder)."""
     from bp_core.clients import elasticsearch, kafka_admin
+
+    shutil.rmtree(settings.archive_dir, ignore_errors=True)
 
     admin = kafka_admin(settings, "bp-bench")
     topics = [t for t in admin.list_topics() if t.startswith(settings.topic)]
