@@ -55,8 +55,10 @@ demo: install
 bench: install
 	@$(STACK) is-up || $(STACK) up
 	$(PY) bench/bench_consumer.py --messages 100000 --repeat 5 $(if $(BENCH_COMPARE),--compare $(BENCH_COMPARE))
-	$(PY) bench/bench_latency.py --rate 1000 --seconds 30
+	$(PY) bench/bench_latency.py --rate 1000 --seconds 30 --refresh 1s,200ms,100ms
 	$(PY) bench/bench_memory.py --messages 1000000
+	$(PY) bench/bench_context.py --patients 10000 --restore-patients 100000 --rounds 3
+	$(PY) bench/bench_drift.py --patients 1000 --windows 20 --big 1000000
 	$(PY) bench/bench_producer.py --count 200000
 	$(PY) bench/bench_fhir_validation.py --n 10000
 	$(PY) bench/bench_training.py --rows 1000000

@@ -1,43 +1,51 @@
-"""Benchmark: the patient-context store's own work, its memory, and context for training.
+"""Benchmark: the patient-context store's own work, and restoring it on assignment.
 
-    .venv/bin/python bench/bench_context.py --patients 10000 --restore-patients 100000 --rows 1000000
+    .venv/bin/python bench/bench_context.py --patients 10000 --restore-patients 100000
 
-Measures, on this machine, in this process (no Kafka: the store is pure):
 1. ``PatientStore.apply`` per reading, in batches of ``--batch`` readings of
    ``--patients`` simulated patients whose windows are full (steady state): the
    consumer's case (``Reading`` objects, in order), the same as columns, with half of
    the readings late (each patient's readings delivered in swapped pairs), and replays;
 2. ``encode`` / ``decode`` per patient, at the simulator's pace (a full 7-day window of
-   42 readings) and at the cap (``MAX_READINGS``), and the changelog value sizes;
-3. ``restore`` of ``--restore-patients`` patients from (key, value) records, and the
-   resident set size (RSS) per 100,000 patients, each in a fresh subprocess;
-4. the context of a ``--rows``-reading data set (``context_of_frame``) and ``fit_both``
-   (both models on one split) against ``fit_and_evaluate`` (the single-reading model).
+   42 readings) and at the cap (``MAX_READINGS``), and the changelog value sizes.
+   Parts 1 and 2 run in this process, no Kafka; times are CPU seconds of this process
+   (``time.process_time``: the machine is shared), medians of ``--rounds`` rounds.
+3. Restoring ``--restore-patients`` patients on assignment through the product's own
+   path: a changelog topic per consumer group (``changelog_topic``, ``CHANGELOG_CONFIG``,
+   3 partitions) is filled the way the consumer fills it (one ``PatientStore`` applies a
+   batch holding one reading of every patient, then each changed patient's ``encode``d
+   state goes through librdkafka's producer, keyed by patient id: ``KafkaRecordSink``);
+   then a real ``bp consume`` joins that group (its source topic empty), restores every
+   partition before scoring and logs "patient state of partition(s) ... restored: N
+   patients from M changelog records in X s". Cases: one record per patient (compacted),
+   the last ``--records-per-patient`` states of each (not compacted yet), and windows at
+   the cap; RSS of the process when it logs its assignment (just before restoring) and
+   after the restore, against a group with an empty changelog. Wall-clock, median of
+   ``--rounds`` ``bp consume`` runs.
 
-Times are CPU seconds of this process (``time.process_time``): the machine is shared, and
-wall-clock time would also count the other processes' turns. Each figure is the median
-of ``--rounds`` rounds. Writes ``docs/bench-context.md`` (``--out``).
+The context model against the single-reading model is in ``bench_training.py`` (the
+training path logs both). Writes ``docs/bench-context.md`` (``--out``).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import re
 import os
 import platform
 import shlex
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from common import BP, REPO, bench_settings, bp_env, drop_bench_resources, rss_mib
 
-from bp_core.context import MAX_READINGS, PatientStore, context_of_frame  # noqa: E402
+from bp_core.context import MAX_READINGS, PatientStore  # noqa: E402
 from bp_core.context.history import effective_ms  # noqa: E402
 from bp_core.context.store import decode_state, encode_state  # noqa: E402
 from bp_core.reading import Reading  # noqa: E402
@@ -151,70 +159,99 @@ def _compressed(values: list[bytes], codec: str) -> float:
     return len(zstandard.ZstdCompressor().compress(batch)) / len(batch)
 
 
-RSS_CHILD = r"""
-import json, sys, time
-sys.path.insert(0, sys.argv[1])
-from bp_core.context import PatientStore
+RESTORED = re.compile(r"restored: (\d+) patients from (\d+) changelog records in ([\d.]+)s")
 
-def rss():
-    for line in open("/proc/self/status"):
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
 
-patients, count, every = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-# The changelog's records, built one patient at a time so they are all that is held.
-records = []
-for i in range(patients):
+def fill_changelogs(settings, patients: int, count: int, every_ms: int, topics: dict[str, int]) -> float:
+    """Apply ``count`` batches, each one reading of every patient (``every_ms`` apart), as
+    the consumer does, and write each changed patient's state to every topic of
+    ``topics`` whose value (how many of the last batches it keeps) covers the batch.
+    Returns the seconds it took."""
+    from bp_core import clients
+    from bp_core.sinks.kafka_records import KafkaRecordSink
+
+    started = time.monotonic()
     store = PatientStore()
-    key = f"{i:08x}-0000-8000-8000-000000000000"
-    store.apply_columns([key] * count, [f"{key}/{k}" for k in range(count)],
-                        [1_735_689_600_000 + k * every for k in range(count)],
-                        [120.0 + k % 9 for k in range(count)], [80.0] * count)
-    records.append((key.encode(), store.encode(key)))
-before = rss()
-store = PatientStore()
-started = time.process_time()
-store.restore(records)
-seconds = time.process_time() - started
-after = rss()  # the records are still held: the difference is the store's
-print(json.dumps({"patients": len(store), "restore_s": seconds, "rss_bytes": after - before}))
-"""
+    sink = KafkaRecordSink(clients.fast_producer(settings, "bench-changelog"), "patient-state changelog")
+    ids = [f"{i:08x}-0000-4000-8000-{count:012x}" for i in range(patients)]
+    for k in range(count):
+        result = store.apply_columns(ids, [f"{p}/{k}" for p in ids], [1_735_689_600_000 + k * every_ms] * patients,
+                                     [110.0 + (i * 7 + k * 3) % 40 for i in range(patients)],
+                                     [65.0 + (i * 5 + k) % 25 for i in range(patients)])
+        for topic, last in topics.items():
+            if k >= count - last:
+                for patient in result.changed:
+                    sink.add(topic, patient.encode(), store.encode(patient))
+        if len(sink):
+            sink.flush()
+            sink = KafkaRecordSink(sink.producer, sink.name)
+    return time.monotonic() - started
 
 
-def restore_and_rss(args) -> dict:
-    out = {}
-    for label, count, every in (("week", 42, 4 * HOUR_MS), ("cap", MAX_READINGS, 60_000)):
-        runs = []
-        for _ in range(args.rounds):
-            child = subprocess.run([sys.executable, "-c", RSS_CHILD, str(REPO), str(args.restore_patients), str(count),
-                                    str(every)], capture_output=True, text=True, check=True)
-            runs.append(json.loads(child.stdout))
-        out[label] = {"readings": count, "restore_s": statistics.median(r["restore_s"] for r in runs),
-                      "rss_mib_per_100k": statistics.median(r["rss_bytes"] for r in runs) / 2**20
-                      * 100_000 / args.restore_patients}
+def restore_run(settings, group: str) -> dict:
+    """One ``bp consume`` joining ``group``: its restore line and RSS before and after."""
+    env = bp_env(settings.with_(consumer_group=group))
+    proc = subprocess.Popen([BP, "consume", "--model-refresh", "3600"], env=env, stderr=subprocess.PIPE, text=True)
+    watchdog = threading.Timer(600, proc.kill)
+    watchdog.start()
+    out, tail = {}, []
+    try:
+        for line in proc.stderr:
+            tail = (tail + [line])[-20:]
+            if "assigned partitions" in line and "rss_before" not in out:
+                out["rss_before"] = rss_mib(proc.pid)
+            found = RESTORED.search(line)
+            if found:
+                out.update(rss_after=rss_mib(proc.pid), patients=int(found.group(1)), records=int(found.group(2)),
+                           seconds=float(found.group(3)))
+                proc.terminate()
+                break
+    finally:
+        watchdog.cancel()
+        if proc.poll() is None:
+            proc.stderr.read()  # to the end, so its last lines do not block it
+        proc.wait(timeout=120)
+    if "seconds" not in out:
+        raise SystemExit(f"bp consume did not restore (exit {proc.returncode}):\n{''.join(tail)}")
     return out
 
 
-def training(args) -> dict:
-    from bp_core.model.training import fit_and_evaluate, fit_both
-    from bp_core.settings import Settings
+def restore_on_assignment(args) -> dict:
+    """The restore cases, each run ``--rounds`` times; RSS compared with an empty changelog."""
+    from bp_core.consumer.state import CHANGELOG_CONFIG, changelog_topic
+    from bp_core.provisioning import ensure_topic
 
-    patients = max(20, args.rows // 200)
-    frame = Cohort(patients, args.seed).readings_frame(args.rows)
-    settings = Settings()
-    _, context_s = cpu(context_of_frame, frame)
-    _, single_s = cpu(lambda: fit_and_evaluate(frame, settings, seed=args.seed))
-    fits, both_s = cpu(lambda: fit_both(frame, settings, seed=args.seed))
-    return {"rows": args.rows, "patients": patients, "context_s": context_s, "single_s": single_s, "both_s": both_s,
-            "fits": fits}
+    settings = bench_settings("context")
+    groups = {case: f"{settings.consumer_group}-{case}" for case in ("empty", "week", "week-log", "cap")}
+    try:
+        for case, group in groups.items():
+            # Not compacted yet: one segment too large to roll, so the log cleaner (which
+            # cleans rolled segments only) leaves it whole, as a cleaner behind would.
+            config = {**CHANGELOG_CONFIG, "segment.bytes": str(2**30)} if case == "week-log" else CHANGELOG_CONFIG
+            ensure_topic(settings, changelog_topic(group), partitions=3, config=config)
+        n = args.restore_patients
+        fill = {"week": fill_changelogs(settings, n, 42, 4 * HOUR_MS, {changelog_topic(groups["week"]): 1,
+                                        changelog_topic(groups["week-log"]): args.records_per_patient}),
+                "cap": fill_changelogs(settings, n, MAX_READINGS, 60_000, {changelog_topic(groups["cap"]): 1})}
+        runs = {case: [restore_run(settings, group) for _ in range(args.rounds)] for case, group in groups.items()}
+    finally:
+        drop_bench_resources(settings)
+    empty_after = statistics.median(r["rss_after"] for r in runs["empty"])
+    out = {"fill": fill}
+    for case, case_runs in runs.items():
+        median = sorted(case_runs, key=lambda r: r["seconds"])[len(case_runs) // 2]
+        out[case] = {**median, "runs": [r["seconds"] for r in case_runs],
+                     "added_mib": statistics.median(r["rss_after"] - r["rss_before"] for r in case_runs),
+                     "over_empty_mib": statistics.median(r["rss_after"] for r in case_runs) - empty_after}
+    return out
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--patients", type=int, default=10_000, help="patients of the apply stream")
     parser.add_argument("--batch", type=int, default=5_000, help="readings per apply call (a consumer batch)")
-    parser.add_argument("--restore-patients", type=int, default=100_000)
-    parser.add_argument("--rows", type=int, default=1_000_000, help="readings of the training data set (0: skip)")
+    parser.add_argument("--restore-patients", type=int, default=100_000, help="patients in the changelogs (0: skip)")
+    parser.add_argument("--records-per-patient", type=int, default=4, help="states per patient, not compacted")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "bench-context.md")
@@ -224,14 +261,13 @@ def main() -> int:
     rates = apply_rates(args)
     print("encode/decode ...", flush=True)
     codec = codec_rates(args)
-    print("restore and RSS ...", flush=True)
-    memory = restore_and_rss(args)
-    train = training(args) if args.rows else None
+    print("restore on assignment ...", flush=True)
+    restore = restore_on_assignment(args) if args.restore_patients else None
 
     command = ".venv/bin/python bench/bench_context.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     load = os.getloadavg()[0]
     lines = [
-        "## Patient context: the store's own work",
+        "## Patient context: the store's own work, and its restore on assignment",
         "",
         f"Command: `{command}` — {os.cpu_count()} cores, Python {platform.python_version()}; CPU time of the "
         f"benchmark process (medians of {args.rounds} rounds); load average {load:.1f} when it ended.",
@@ -258,43 +294,50 @@ def main() -> int:
         "",
         "(lz4 / zstd: a 200-value batch's compressed size, as a producer with that compression would send it.)",
         "",
-        f"Restoring {args.restore_patients:,} patients from their changelog values (`restore`, decode only: reading "
-        "the records from Kafka is the consumer's part), and the RSS the restored store adds, in a fresh process:",
-        "",
-        "| window | readings | restore s | RSS per 100,000 patients |",
-        "|---|---:|---:|---:|",
-        *[f"| {'7 days at the simulator pace' if k == 'week' else 'the cap'} | {v['readings']} | "
-          f"{v['restore_s']:.2f} | {v['rss_mib_per_100k']:,.0f} MiB |" for k, v in memory.items()],
-        "",
     ]
-    if train:
-        fits = train["fits"]
-        single, context = fits.single_reading.metrics, fits.context.metrics
-        lines += [
-            f"Training data with history: {train['rows']:,} simulated readings of {train['patients']:,} patients.",
-            "",
-            "| step | CPU s |",
-            "|---|---:|",
-            f"| context of every reading (`context_of_frame`, the store over the data set) | "
-            f"{train['context_s']:.1f} |",
-            f"| single-reading model: split, features, fit, hold-out metrics (`fit_and_evaluate`) | "
-            f"{train['single_s']:.1f} |",
-            f"| both models on one split, context included (`fit_both`) | {train['both_s']:.1f} |",
-            "",
-            "| hold-out | single-reading | context |",
-            "|---|---:|---:|",
-            *[f"| {key} | {single[key]:.4f} | {context[key]:.4f} |" for key in
-              ("pr_auc", "roc_auc", "precision", "recall", "brier", "crisis_recall", "hypotension_recall")],
-            f"| false alarms at recall {fits.false_alarms['recall']:.4f} | "
-            f"{fits.false_alarms['reference_false_alarms']:,.0f} | "
-            f"{fits.false_alarms['candidate_false_alarms']:,.0f} |",
-            "",
-        ]
+    if restore:
+        lines += restore_lines(args, restore, codec)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines))
     print("\n".join(lines))
     print(f"written to {args.out}")
     return 0
+
+
+def restore_lines(args, restore: dict, codec: dict) -> list[str]:
+    n = args.restore_patients
+    cases = {"empty": "an empty changelog (the same process without state)",
+             "week": "one record per patient (compacted), 7-day windows at the simulator's pace (42 readings)",
+             "week-log": f"the last {args.records_per_patient} states of each patient (not compacted yet: one "
+                         "segment, not rolled, which the log cleaner leaves alone), the same windows",
+             "cap": f"one record per patient, windows at the cap ({MAX_READINGS} readings)"}
+    lines = [
+        f"Restoring {n:,} patients on assignment: a real `bp consume` joins a group whose changelog holds them "
+        f"and restores its 3 partitions before its first batch; seconds from its own log line (median of "
+        f"{args.rounds} runs), RSS of the process when it logs the assignment and after the restore "
+        "(target: <= 10 s for 100,000 patients):",
+        "",
+        "| changelog | patients | records read | restore s | runs (s) | RSS added by the restore | RSS over the "
+        "empty-changelog run | RSS per 100,000 patients |",
+        "|---|---:|---:|---:|---|---:|---:|---:|",
+    ]
+    for case, what in cases.items():
+        r = restore[case]
+        per_100k = f"{r['over_empty_mib'] * 100_000 / n:,.0f} MiB" if case != "empty" else ""
+        lines.append(f"| {what} | {r['patients']:,} | {r['records']:,} | {r['seconds']:.2f} | "
+                     f"{', '.join(f'{s:.2f}' for s in r['runs'])} | {r['added_mib']:+,.0f} MiB | "
+                     f"{r['over_empty_mib']:+,.0f} MiB | {per_100k} |")
+    week = restore["week"]
+    lines += [
+        "",
+        f"Decoding alone would take about {codec['week']['decode_us'] * n / 1e6:.2f} s of the compacted restore "
+        f"({codec['week']['decode_us']:.2f} µs per patient above): the rest is reading the records from Kafka. "
+        f"{week['seconds'] * 100_000 / n:.1f} s per 100,000 patients (compacted). Filling the changelogs (applying "
+        f"every batch and producing the states) took {restore['fill']['week']:.0f} s and "
+        f"{restore['fill']['cap']:.0f} s, not part of the figures.",
+        "",
+    ]
+    return lines
 
 
 if __name__ == "__main__":

@@ -13,14 +13,19 @@ from importlib.metadata import version
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-SECTIONS = [  # (file, why it is here)
-    ("bench-consumer.md", "consumer end to end vs a raw read and vs the seed-style loop"),
-    ("bench-latency.md", "produce-to-indexed latency at 1,000 readings/s"),
+SECTIONS = [  # (file, why it is here); each section gives its own command
+    ("bench-consumer.md", "consumer end to end vs a raw read and the seed-style loop; state off, a challenger in "
+                          "shadow, shorter index refreshes, each against the same consumer in the same run"),
+    ("bench-latency.md", "produce-to-indexed and produce-to-searchable latency at 1,000 readings/s with state, "
+                         "per index refresh interval"),
     ("bench-memory.md", "consumer RSS over 1M messages"),
+    ("bench-context.md", "the patient store's own work, and restoring 100,000 patients' state on assignment "
+                         "(time, RSS per 100,000 patients)"),
+    ("bench-training.md", "training on 1M readings, batch vs per-row scoring, the context model vs the "
+                          "single-reading model"),
+    ("bench-drift.md", "drift: cuff-offset found, no false alarm on a stationary stream, bp drift over 1M readings"),
     ("bench-producer.md", "bp produce vs raw kafka-python"),
     ("bench-fhir-validation.md", "our FHIR validator vs fhir.resources"),
-    ("bench-training.md", "training on 1M readings, batch vs per-row scoring"),
-    ("bench-drift.md", "drift: cuff-offset found, no false alarm on a stationary stream, bp drift over 1M readings"),
 ]
 
 
