@@ -2,8 +2,8 @@
 
 ``promote`` scores the 'challenger', the 'champion' and the rules alone on ONE fresh
 simulated hold-out (its seed derived from the challenger's version, its world from the
-version's ``training.scenario`` tag), reads the challenger's live shadow evidence, and
-applies the gate's rules (``bp_core.model.gate``). Its decision is ``promoted``,
+version's ``dataset.scenario`` tag, which training sets), reads the challenger's live
+shadow evidence, and applies the gate's rules (``bp_core.model.gate``). Its decision is ``promoted``,
 ``rejected``, ``deferred`` (not enough live evidence yet) or ``unchanged`` (already
 champion). A version an operator rolled back is ``rejected`` without evaluation until an
 operator brings it back with ``promote_version`` (``bp promote --version N --reason``).
@@ -264,7 +264,7 @@ def promote(settings: Settings, *, margin: float = DEFAULT_MARGIN, holdout_readi
             challenger, champion, champion, parameters=params, decision_id=decision_id, decided_at=decided_at)
     else:
         decision = _judge(settings, client, challenger, champion, params, holdout_readings=holdout_readings,
-                          seed=seed, scenario=version_tags.get("training.scenario"), decision_id=decision_id,
+                          seed=seed, scenario=version_tags.get("dataset.scenario"), decision_id=decision_id,
                           decided_at=decided_at)
     moves = ([(PREVIOUS_CHAMPION, champion)] if champion is not None else []) + [(CHAMPION, challenger)]
     _commit(client, name, op="promote", version=challenger, expected_champion=champion, tags=decision.tags(),

@@ -439,7 +439,7 @@ def test_the_hold_out_is_simulated_in_the_world_the_challenger_was_trained_for(s
     from bp_core.errors import EvaluationFailed
 
     first, second = champion_then(settings, data)
-    client_for(settings.mlflow_tracking_uri).set_model_version_tag(settings.model_name, second, "training.scenario",
+    client_for(settings.mlflow_tracking_uri).set_model_version_tag(settings.model_name, second, "dataset.scenario",
                                                                    "cuff-offset")
     if "scenario" in inspect.signature(generate_dataset).parameters:
         decision = promotion.promote(settings, margin=0.0, **HOLDOUT_KW)
