@@ -1,6 +1,6 @@
 """Write scored readings straight into the consumer's sinks, without Kafka (tests, benchmarks).
 
-``SinkFiller`` scores a frame of readings with ``bp_core.consumer.routing.route_batch``
+``SinkFiller`` scores a frame of readings with ``bp_core.scoring.score_readings``
 (the consumer's own rules and model call) and hands the results to the sinks' own
 classes: anomalies to ``ElasticsearchSink``, normal readings to ``ArchiveSink``, in
 the documents' contract shape, device fleet and (null) context fields included. It is
@@ -18,11 +18,11 @@ from datetime import datetime
 
 import numpy as np
 
-from bp_core.consumer.routing import DETECTED_BY, route_batch
 from bp_core.reading import Reading
 from bp_core.rules import Thresholds
+from bp_core.scoring import DETECTED_BY, score_readings
 from bp_core.settings import Settings
-from bp_core.sinks.archive import ArchiveSink
+from bp_core.sinks.archive import ArchiveBatch, ArchiveSink
 from bp_core.sinks.elasticsearch import ElasticsearchSink
 
 CONTRACT_FIELDS: dict[str, dict] = {
@@ -86,19 +86,19 @@ class SinkFiller:
         systolic = frame["systolic_mm_hg"].to_numpy(np.float64).tolist()
         diastolic = frame["diastolic_mm_hg"].to_numpy(np.float64).tolist()
         readings = [Reading(i, p, e, s, d) for i, p, e, s, d in zip(ids, patients, effective, systolic, diastolic)]
-        routed = route_batch(readings, self.thresholds, self.model, self.settings.model_threshold)
+        routed = score_readings(readings, self.thresholds, self.model, self.settings.model_threshold)
         device_ids = frame["device_id"].tolist() if "device_id" in frame.columns else [None] * n
         device_models = frame["device_model"].tolist() if "device_model" in frame.columns else [None] * n
         name, version = (self.model.name, self.model.version) if self.model is not None else (None, None)
         context = dict.fromkeys(_CONTEXT)
-        anomalies = normals = 0
+        doc_ids, documents, archived = [], [], ArchiveBatch()
         for row, reading in enumerate(readings):
             partition, offset = row % self.partitions, self.next_offset + row
             device = {"device_id": device_ids[row], "device_model": device_models[row]}
             rule_hit, model_hit = routed.rule_anomaly[row], routed.model_anomaly[row]
             if rule_hit or model_hit:
-                anomalies += 1
-                self.es_sink.add(reading.observation_id, {
+                doc_ids.append(reading.observation_id)
+                documents.append({
                     "@timestamp": reading.effective, "observation_id": reading.observation_id,
                     "patient_id": reading.patient_id, "systolic": reading.systolic_mm_hg,
                     "diastolic": reading.diastolic_mm_hg, "category": routed.categories[row],
@@ -109,21 +109,23 @@ class SinkFiller:
                     "source": {"topic": self.settings.topic, "partition": partition, "offset": offset},
                     **device, **context})
             else:
-                normals += 1
-                self.archive.add(partition, offset, 0, {
+                archived.lines.setdefault(partition, []).append(((offset, 0), {
                     "observation_id": reading.observation_id, "patient_id": reading.patient_id,
                     "effective": reading.effective, "systolic": reading.systolic_mm_hg,
                     "diastolic": reading.diastolic_mm_hg, "category": routed.categories[row],
                     "model_probability": routed.model_probability[row], "model_name": name,
-                    "model_version": version, "archived_at": ingested_at, **device, **context})
+                    "model_version": version, "archived_at": ingested_at,
+                    "kafka": {"partition": partition, "offset": offset, "entry": 0}, "status": reading.status,
+                    **device, **context}))
         self.next_offset += n
+        self.es_sink.extend(doc_ids, documents, doc_ids)
         rejected = self.es_sink.flush()
         if rejected:
             raise ValueError(f"Elasticsearch refused {len(rejected)} documents: {rejected[0].reason}")
-        self.archive.flush()
+        self.archive.write(archived)
         if refresh:
             self.es_sink.es.indices.refresh(index=self.settings.es_index)
-        return anomalies, normals
+        return len(documents), len(archived)
 
 
 # Until the simulator's scenarios land (``--scenario cuff-offset``): three fleets by a hash

@@ -6,9 +6,11 @@ and its model; ``build_references`` turns the training data into ``Reference`` s
 overall and per fleet when the data set names its devices (``device_model`` column).
 
 ``model_inputs`` and ``feature_columns`` are the one bridge between stored fields and
-the champion's features: the features ``bp_core.features.feature_matrix`` makes from
-systolic and diastolic, and any other feature name read as a stored field of that name
-(the per-patient context fields), so the check follows the champion's feature list.
+the champion's features: the features ``bp_core.features.model_matrix`` makes from
+systolic and diastolic and, for a context model, from the patient's context as the
+consumer stored it (``CONTEXT_FIELDS``; on the reference side, computed from the data
+set's history as training does); any other feature name is read as a stored field of
+that name, so the check follows the champion's feature list.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import numpy as np
 
 from bp_core.drift.statistics import ALERT_RATE, PROBABILITY, Reference, Sample, spreads_by_patient
 from bp_core.errors import CannotCompare
-from bp_core.features import FEATURE_NAMES, feature_matrix
+from bp_core.features import CONTEXT_MODEL_FEATURES, FEATURE_NAMES, model_matrix, uses_context
 from bp_core.settings import Settings
 
 UNKNOWN_FLEET = "unknown"
@@ -29,6 +31,19 @@ UNKNOWN_FLEET = "unknown"
 # this many patients; otherwise with the whole training data.
 MIN_FLEET_REFERENCE_READINGS = 2_000
 MIN_FLEET_REFERENCE_PATIENTS = 50
+# The context a context model's features are made from, as the sinks store it
+# (``bp_core.consumer.documents``; null where there is none).
+CONTEXT_FIELDS: tuple[str, ...] = ("baseline_systolic", "baseline_diastolic", "arv_systolic")
+
+
+@dataclass(frozen=True)
+class StoredContext:
+    """``CONTEXT_FIELDS`` per reading (NaN where absent): what
+    ``bp_core.features.context_feature_matrix`` reads of a ``ContextColumns``."""
+
+    baseline_systolic: np.ndarray
+    baseline_diastolic: np.ndarray
+    arv_systolic: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -113,13 +128,17 @@ def check_dataset(champion: Champion) -> Path:
 
 def input_fields(features: list[str]) -> list[str]:
     """The stored fields (sink names) the features are computed from."""
-    return ["systolic", "diastolic", *[name for name in features if name not in FEATURE_NAMES]]
+    context = list(CONTEXT_FIELDS) if uses_context(features) else []
+    return ["systolic", "diastolic", *context, *[name for name in features if name not in CONTEXT_MODEL_FEATURES]]
 
 
 def feature_columns(features: list[str], inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Each named feature, one value per row, from the stored input fields."""
-    matrix = feature_matrix(inputs["systolic"], inputs["diastolic"])
-    made = {name: matrix[:, i] for i, name in enumerate(FEATURE_NAMES)}
+    made_here = [name for name in features if name in CONTEXT_MODEL_FEATURES]
+    context = StoredContext(*(np.asarray(inputs[name], dtype=np.float64) for name in CONTEXT_FIELDS)) \
+        if uses_context(made_here) else None
+    matrix = model_matrix(inputs["systolic"], inputs["diastolic"], context, made_here or FEATURE_NAMES)
+    made = {name: matrix[:, i] for i, name in enumerate(made_here)}
     return {name: made[name] if name in made else np.asarray(inputs[name], dtype=np.float64) for name in features}
 
 
@@ -156,7 +175,12 @@ def build_references(frame, champion: Champion, settings: Settings) -> tuple[Ref
 
     inputs = {"systolic": frame["systolic_mm_hg"].to_numpy(np.float64),
               "diastolic": frame["diastolic_mm_hg"].to_numpy(np.float64)}
-    for name in input_fields(champion.features)[2:]:
+    if uses_context(champion.features):  # the patients' history in the data set, as training computes it
+        from bp_core.context import context_of_frame
+
+        context = context_of_frame(frame)
+        inputs.update({name: getattr(context, name) for name in CONTEXT_FIELDS})
+    for name in input_fields(champion.features)[len(inputs):]:
         if name not in frame.columns:
             raise CannotCompare(f"the reference data set has no column {name!r}, a feature of "
                                 f"{champion.name} v{champion.version}")
