@@ -50,7 +50,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.helpers import BP, bp_env, committed_total, start_consumer
+from tests.integration.helpers import BP, bp_env, committed_total, start_consumer, wait_for
 from tests.integration.test_airflow_dags import AIRFLOW, RUN_TIMEOUT, airflow_test_env
 
 pytestmark = [pytest.mark.airflow, pytest.mark.scheduler]
@@ -65,7 +65,7 @@ START_TIMEOUT = 240  # airflow standalone healthy, DAGs parsed
 STEP_TIMEOUT = 480   # one DAG run, queued behind another at worst, on a loaded machine
 
 STREAM_PATIENTS = 500
-HISTORY_READINGS = 5 * STREAM_PATIENTS  # five baseline readings each: a 7-day baseline for every patient
+HISTORY_READINGS = 5 * STREAM_PATIENTS  # five baseline readings each: every later reading has a baseline
 AFTER_SWITCH = 3000                     # cuff-offset readings ingested before the drift check
 STREAM_RATE = 100                       # msg/s after the switch
 MIN_SHADOW_READINGS = 1000
@@ -76,18 +76,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def wait_for(what: str, condition, timeout: float, every: float = 1.0):
-    """Poll ``condition`` until it returns something truthy; fail after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(every)
 
 
 class Airflow:
@@ -149,6 +137,11 @@ class Airflow:
     def finished(self, dag_id: str, run_id: str) -> dict | None:
         run = self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}")
         return run if run["state"] in ("success", "failed") else None
+
+    def first_finished(self, dag_id: str, run_type: str) -> dict | None:
+        """The DAG's first finished run of this type (``scheduled``, ``asset_triggered``...)."""
+        return next((run for run in self.runs(dag_id)
+                     if run["run_type"] == run_type and run["state"] in ("success", "failed")), None)
 
     def upstream_events(self, dag_id: str, run_id: str) -> list[dict]:
         return self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}/upstreamAssetEvents")["asset_events"]
@@ -217,33 +210,32 @@ def test_drift_retrains_on_the_new_world_and_the_consumer_swaps_under_the_schedu
         generate_dataset(ours.data_dir / "training" / "2026-03-02", patients=1000, readings=50_000, seed=20260302,
                          start=datetime(2026, 2, 16, tzinfo=timezone.utc))
         consumer = start_consumer(ours, "--model-refresh", "2", log_path=consumer_log)
-        wait_for("Airflow healthy", airflow.healthy, START_TIMEOUT)
+        wait_for(airflow.healthy, START_TIMEOUT, interval=1, what="Airflow healthy")
         airflow.login()
         for dag_id in DAGS:
-            wait_for(f"{dag_id} parsed", lambda d=dag_id: airflow.dag_parsed(d), START_TIMEOUT)
+            wait_for(lambda d=dag_id: airflow.dag_parsed(d), START_TIMEOUT, interval=1, what=f"{dag_id} parsed")
         lap("Airflow healthy, DAGs parsed")
 
         # 1. Unpaused: the weekly training runs at once, and its challenger goes to the gate.
         for dag_id in FIRST_UNPAUSED:
             airflow.api("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
-        first_training = wait_for("the catch-up run of bp_train_model", lambda: next(
-            (r for r in airflow.runs("bp_train_model") if r["run_type"] == "scheduled"
-             and airflow.finished("bp_train_model", r["dag_run_id"])), None), STEP_TIMEOUT, every=2)
-        first_training = airflow.finished("bp_train_model", first_training["dag_run_id"])
+        first_training = wait_for(lambda: airflow.first_finished("bp_train_model", "scheduled"), STEP_TIMEOUT,
+                                  interval=2, what="the catch-up run of bp_train_model")
         assert first_training["state"] == "success", airflow.log_tail()
         assert airflow.returned("bp_train_model", first_training["dag_run_id"], "train")["model_version"] == "1"
-        first_gate = wait_for("the gate on v1", lambda: gate_run_for(airflow, "1"), STEP_TIMEOUT, every=2)
+        first_gate = wait_for(lambda: gate_run_for(airflow, "1"), STEP_TIMEOUT, interval=2, what="the gate on v1")
         assert first_gate["state"] == "success", airflow.log_tail()
         assert version_tags(ours, "1")["promotion.decision"] == "promoted", version_tags(ours, "1")
-        wait_for("the consumer serving v1",
-                 lambda: "serving bp-anomaly-classifier version 1 " in consumer_log.read_text(), 60, every=0.5)
+        wait_for(lambda: "serving bp-anomaly-classifier version 1 " in consumer_log.read_text(), 60, interval=0.5,
+                 what="the consumer serving v1")
         lap("v1 trained (scheduled), promoted (asset-triggered), served")
 
         # 2. Baseline readings, served by v1.
         produced = subprocess.run([BP, "produce", "--count", str(HISTORY_READINGS), "--patients", str(STREAM_PATIENTS),
                                    "--seed", "5"], env=bp_env(ours), capture_output=True, text=True, timeout=300)
         assert produced.returncode == 0, produced.stderr
-        wait_for("the baseline readings consumed", lambda: committed(ours) >= HISTORY_READINGS, STEP_TIMEOUT)
+        wait_for(lambda: committed(ours) >= HISTORY_READINGS, STEP_TIMEOUT, interval=1,
+                 what="the baseline readings consumed")
         switched_at = time.time()
         lap("baseline history consumed")
 
@@ -254,25 +246,23 @@ def test_drift_retrains_on_the_new_world_and_the_consumer_swaps_under_the_schedu
                                        "--seed", "5", "--rate", str(STREAM_RATE), "--duration", "900"],
                                       env=bp_env(ours), stdout=log, stderr=log)
         airflow.api("PATCH", "/dags/bp_monitor_drift", json={"is_paused": False})
-        wait_for(f"{AFTER_SWITCH} cuff-offset readings consumed",
-                 lambda: committed(ours) >= HISTORY_READINGS + AFTER_SWITCH, STEP_TIMEOUT)
+        wait_for(lambda: committed(ours) >= HISTORY_READINGS + AFTER_SWITCH, STEP_TIMEOUT, interval=1,
+                 what=f"{AFTER_SWITCH} cuff-offset readings consumed")
         lap("cuff-offset readings consumed")
 
         # 4. The drift check, over the readings since the switch.
         since = f"{int(time.time() - switched_at)}s"
         drift_run_id = airflow.trigger("bp_monitor_drift", {"since": since})
-        drift_run = wait_for("the bp_monitor_drift run", lambda: airflow.finished("bp_monitor_drift", drift_run_id),
-                             STEP_TIMEOUT, every=2)
+        drift_run = wait_for(lambda: airflow.finished("bp_monitor_drift", drift_run_id), STEP_TIMEOUT, interval=2,
+                             what="the bp_monitor_drift run")
         assert drift_run["state"] == "success", airflow.log_tail()
         checked = airflow.returned("bp_monitor_drift", drift_run_id, "check")
         assert checked["drift"] is True, checked
         lap("bp_monitor_drift (manual)")
 
         # 5. Its Asset update starts the training on fresh data from the new world.
-        retraining = wait_for("bp_train_model triggered by bp_drift_detected", lambda: next(
-            (r for r in airflow.runs("bp_train_model") if r["run_type"] == "asset_triggered"
-             and airflow.finished("bp_train_model", r["dag_run_id"])), None), STEP_TIMEOUT, every=2)
-        retraining = airflow.finished("bp_train_model", retraining["dag_run_id"])
+        retraining = wait_for(lambda: airflow.first_finished("bp_train_model", "asset_triggered"), STEP_TIMEOUT,
+                              interval=2, what="bp_train_model triggered by bp_drift_detected")
         assert retraining["state"] == "success", airflow.log_tail()
         events = airflow.upstream_events("bp_train_model", retraining["dag_run_id"])
         assert {(e["name"], e["source_dag_id"]) for e in events} == {("bp_drift_detected", "bp_monitor_drift")}, events
@@ -281,16 +271,16 @@ def test_drift_retrains_on_the_new_world_and_the_consumer_swaps_under_the_schedu
         lap("bp_train_model (asset-triggered) -> v2")
 
         # 6. Its challenger Asset starts the gate; deferred until enough live evidence.
-        gate = wait_for("the gate on v2", lambda: gate_run_for(airflow, "2"), STEP_TIMEOUT, every=2)
+        gate = wait_for(lambda: gate_run_for(airflow, "2"), STEP_TIMEOUT, interval=2, what="the gate on v2")
         assert gate["state"] == "success", airflow.log_tail()
         decisions = [airflow.returned("bp_promote_model", gate["dag_run_id"], "promote")["decision"]]
         lap(f"bp_promote_model (asset-triggered): {decisions[0]}")
         if decisions[0] == "deferred":
-            wait_for(f"{MIN_SHADOW_READINGS} readings shadow-scored with v2",
-                     lambda: shadow_readings(ours, "2", "1") >= MIN_SHADOW_READINGS, STEP_TIMEOUT, every=2)
+            wait_for(lambda: shadow_readings(ours, "2", "1") >= MIN_SHADOW_READINGS, STEP_TIMEOUT, interval=2,
+                     what=f"{MIN_SHADOW_READINGS} readings shadow-scored with v2")
             again = airflow.trigger("bp_promote_model")
-            rerun = wait_for("the gate on v2, again", lambda: airflow.finished("bp_promote_model", again),
-                             STEP_TIMEOUT, every=2)
+            rerun = wait_for(lambda: airflow.finished("bp_promote_model", again), STEP_TIMEOUT, interval=2,
+                             what="the gate on v2, again")
             assert rerun["state"] == "success", airflow.log_tail()
             decisions.append(airflow.returned("bp_promote_model", again, "promote")["decision"])
             lap(f"bp_promote_model (manual): {decisions[-1]}")
@@ -302,8 +292,8 @@ def test_drift_retrains_on_the_new_world_and_the_consumer_swaps_under_the_schedu
         assert set(decisions) <= {"deferred", "promoted", "unchanged"}, decisions
 
         # 7. The consumer swaps: from its first v2 document on, every document is v2's.
-        first_v2 = wait_for("a document scored by v2", lambda: first_document(es, ours, "2"), 120, every=1)
-        wait_for("documents after the swap", lambda: documents_since(es, ours, first_v2) >= 200, 120, every=1)
+        first_v2 = wait_for(lambda: first_document(es, ours, "2"), 120, interval=1, what="a document scored by v2")
+        wait_for(lambda: documents_since(es, ours, first_v2) >= 200, 120, interval=1, what="documents after the swap")
         lap("consumer swapped to v2")
     finally:
         stop(stream, signal.SIGINT)
