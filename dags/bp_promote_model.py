@@ -19,9 +19,10 @@ and every figure are recorded as tags of the challenger version before any alias
 The rules of the gate: docs/model-lifecycle.md.
 
 **promoted, rejected, deferred and unchanged are all successful runs**: the gate did its
-job. A run fails when the gate could not decide (registry unreachable, champion not
-loadable, a concurrent promote or rollback moved `champion`): nothing was moved, and the
-retry judges again. A rolled-back version is rejected on every run until an operator
+job. With no challenger yet (a new deployment, before the first training) the task is
+skipped: nothing to judge. A run fails when the gate could not decide (registry
+unreachable, champion not loadable, a concurrent promote or rollback moved `champion`):
+nothing was moved, and the retry judges again. A rolled-back version is rejected on every run until an operator
 brings it back with `bp promote --version N --reason TEXT`. To undo a promotion:
 `bp promote --rollback --reason TEXT`.
 """
@@ -46,11 +47,17 @@ def bp_promote_model():
     def promote() -> dict:
         import logging
 
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from bp_core.errors import ModelUnavailable
         from bp_core.model.promotion import promote as judge_challenger
 
         params = get_current_context()["params"]
-        decision = judge_challenger(settings(), margin=params["margin"], holdout_readings=params["holdout_readings"],
-                                    seed=params["seed"])
+        try:
+            decision = judge_challenger(settings(), margin=params["margin"],
+                                        holdout_readings=params["holdout_readings"], seed=params["seed"])
+        except ModelUnavailable as exc:  # no challenger yet: nothing to judge, and nothing to retry
+            raise AirflowSkipException(str(exc)) from exc
         logger = logging.getLogger("bp_promote_model")
         logger.info("promotion decision: %s (challenger v%s; champion now v%s): %s", decision.decision,
                     decision.challenger_version, decision.champion_version, decision.reason)

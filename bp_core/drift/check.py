@@ -24,7 +24,8 @@ import numpy as np
 
 from bp_core.drift.live import LiveRows, read_archive, read_elasticsearch
 from bp_core.drift.reference import (
-    Champion, build_references, check_dataset, feature_columns, input_fields, load_champion, probabilities, with_model,
+    Champion, build_references, check_dataset, compared_columns, compared_features, feature_columns, input_fields,
+    load_champion, probabilities, with_model,
 )
 from bp_core.drift.statistics import ALERT_RATE, PROBABILITY, Comparison, Reference, Sample, compare
 from bp_core.errors import CannotCompare
@@ -171,6 +172,7 @@ def live_sample(rows: LiveRows, champion: Champion) -> tuple[Sample, np.ndarray]
     each row's fleet."""
     columns = feature_columns(champion.features, rows.inputs)
     columns[PROBABILITY] = probabilities(champion, columns)
+    columns = compared_columns(columns, rows.inputs)
     patients = set().union(*rows.patients.values()) if rows.patients else set()
     return Sample(columns, rows.weights, rows.alerts, len(patients)), rows.fleets
 
@@ -209,9 +211,7 @@ def check_drift(settings: Settings, *, since: timedelta, now: datetime | None = 
                             f"({settings.es_index}, {settings.archive_dir})")
     overall_reference, fleet_references = build_references(frame, champion, settings)
     live, fleets = live_sample(rows, champion)
-    # has_baseline says how long patients have streamed, not what the world is: a running
-    # stream's readings nearly all have one, a training set also holds first readings.
-    names = [*(name for name in champion.features if name not in STRUCTURAL_FEATURES), PROBABILITY]
+    names = [*compared_features(champion.features), PROBABILITY]
     report = DriftReport(start=start, end=end, readings=live.readings, patients=live.patients,
                          model_name=champion.name, model_version=champion.version,
                          dataset_digest=champion.dataset_digest, dataset_source=str(champion.dataset_source),
@@ -225,7 +225,5 @@ def check_drift(settings: Settings, *, since: timedelta, now: datetime | None = 
              report.drifted())
     return report
 
-
-STRUCTURAL_FEATURES = ("has_baseline",)
 
 __all__ = ["ALERT_RATE", "DriftReport", "SegmentReport", "check_drift", "parse_duration", "read_window"]

@@ -178,9 +178,21 @@ def compare_column(name: str, live: Sample, reference: Reference) -> Comparison:
     ref = reference.sample
     spread = reference.spreads[name]
     score = wasserstein_normed(collapse(live.columns[name], live.weights), reference.distinct(name), spread.total_sd)
-    floor = Z_FLOOR * standard_error(spread, live, ref) / spread.total_sd if spread.total_sd > 0 else 0.0
+    floor = (Z_FLOOR * standard_error(spread, _known(live, name), _known(ref, name)) / spread.total_sd
+             if spread.total_sd > 0 else 0.0)
     threshold = max(EFFECT_THRESHOLD, floor)
     return Comparison(WASSERSTEIN, score, threshold, bool(score > threshold))  # NaN: no drift claimed
+
+
+def _known(sample: Sample, name: str) -> Sample:
+    """The counts of the rows where column ``name`` is known (a feature of a reading's
+    history is not where the history is missing), from at most as many patients as
+    readings: what ``standard_error`` needs, without the columns."""
+    known = np.isfinite(sample.columns[name])
+    if known.all():
+        return sample
+    weights = sample.weights[known]
+    return Sample({}, weights, sample.alerts[known], int(min(sample.patients, weights.sum())))
 
 
 def compare_alert_rate(live: Sample, reference: Reference) -> Comparison:
