@@ -17,8 +17,10 @@ FIXTURES_DIR = TESTS_DIR / "fixtures"
 # 170, 150, 125 and 115 s on a 2-core machine), so the two workers finish together.
 SHARED_SUITES = ("tests/faults/", "tests/browser/")
 LONGEST_FIRST = ("tests/faults/", "tests/integration/test_airflow_dags.py", "tests/integration/test_demo.py",
-                 "tests/browser/", "tests/integration/test_consumer.py", "tests/integration/test_consumer_image.py",
-                 "tests/integration/test_patient_state.py", "tests/integration/test_stack_anywhere.py")
+                 "tests/integration/test_scheduler_loop.py", "tests/integration/test_consumer.py",
+                 "tests/integration/test_promotion_gate.py", "tests/browser/", "tests/integration/test_consumer_image.py",
+                 "tests/integration/test_patient_state.py", "tests/integration/test_stack_anywhere.py",
+                 "tests/integration/test_drift.py")
 
 
 def work_unit(nodeid: str) -> str:

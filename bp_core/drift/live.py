@@ -123,7 +123,9 @@ def read_archive(archive_dir: Path, topic: str, fields: list[str], start: dateti
     """The normal readings archived in ``[start, end)``, grouped by fleet and input fields.
 
     A segment last modified before ``start`` holds only older lines and is not opened.
-    Lines that do not decode (a torn tail being repaired by the consumer) are skipped.
+    Lines that do not decode (a torn tail being repaired by the consumer) are skipped, and
+    so are the readings a ``superseded`` line voids (entered in error, or amended into an
+    anomaly) with the superseded lines themselves.
 
     Args:
         archive_dir: ``settings.archive_dir``.
@@ -134,7 +136,8 @@ def read_archive(archive_dir: Path, topic: str, fields: list[str], start: dateti
 
     record_type = msgspec.defstruct(
         "ArchiveLine",
-        [("patient_id", str), ("archived_at", datetime), ("device_model", str | None, None)]
+        [("patient_id", str), ("observation_id", str), ("archived_at", datetime), ("device_model", str | None, None),
+         ("record", str | None, None)]
         + [(name, float | None, None) for name in fields],
         gc=False,
     )
@@ -154,7 +157,9 @@ def read_archive(archive_dir: Path, topic: str, fields: list[str], start: dateti
             records.extend(decoder.decode_lines(data))
         except msgspec.DecodeError:
             records.extend(_decode_one_by_one(decoder, data))
-    records = [r for r in records if start <= r.archived_at < end]
+    voided = {(r.patient_id, r.observation_id) for r in records if r.record == "superseded"}
+    records = [r for r in records if start <= r.archived_at < end and r.record is None
+               and (r.patient_id, r.observation_id) not in voided]
     if not records:
         return LiveRows.empty(fields)
     fleets = np.array([r.device_model or UNKNOWN_FLEET for r in records], dtype=object)
