@@ -61,12 +61,13 @@ def main() -> int:
     args = parser.parse_args()
 
     import kafka
-    from kafka.admin import KafkaAdminClient, NewTopic
+    from kafka.admin import NewTopic
 
+    from bp_core.clients import kafka_admin
     from bp_core.settings import Settings
 
     settings = Settings.from_env()
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id="bp-bench")
+    admin = kafka_admin(settings, "bp-bench")
     topics = [f"bp-bench-{kind}-{uuid.uuid4().hex[:8]}" for kind in ("raw", "ours")]
     admin.create_topics([NewTopic(name=t, num_partitions=3, replication_factor=1) for t in topics])
     try:

@@ -143,10 +143,9 @@ def utc(moment: datetime) -> datetime:
 
 
 def es_client(settings: Settings):
-    from elasticsearch import Elasticsearch
+    from bp_core.clients import elasticsearch
 
-    auth = (settings.es_username, settings.es_password) if settings.es_username else None
-    return Elasticsearch(settings.es_url, basic_auth=auth, request_timeout=60)
+    return elasticsearch(settings, request_timeout=60)
 
 
 def read_window(settings: Settings, fields: list[str], start: datetime, end: datetime, es=None) -> LiveRows:
