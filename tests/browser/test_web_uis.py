@@ -1,5 +1,5 @@
 """The Airflow and MLflow web UIs, rendered by headless Chromium, show what the DAG chain
-made: the four DAGs and their runs, the plugin's MLflow/Kibana links, and the champion
+made: the five DAGs and their runs, the plugin's MLflow/Kibana links, and the champion
 alias of ``bp-anomaly-classifier``.
 
 Both UIs are React single-page apps: the assertions wait for elements the JavaScript
@@ -37,7 +37,7 @@ def dag_list(browser, ui_stack):
     return browser, cards
 
 
-def test_airflow_dag_list_shows_the_four_dags(dag_list, ui_stack):
+def test_airflow_dag_list_shows_the_five_dags(dag_list, ui_stack):
     browser, cards = dag_list
     # Not bounced to a login form: all-admins mode logs the browser in by itself.
     assert urlparse(browser.current_url).path == "/dags", browser.current_url

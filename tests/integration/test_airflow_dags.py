@@ -1,4 +1,4 @@
-"""The four DAGs run for real: `airflow dags test` subprocesses against a throw-away
+"""The DAGs run for real: `airflow dags test` subprocesses against a throw-away
 AIRFLOW_HOME (SQLite metadata DB migrated once), a throw-away MLflow SQLite store and
 data folder, and the real local Kafka.
 

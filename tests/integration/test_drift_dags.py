@@ -38,7 +38,7 @@ def drift_env(tmp_path, settings, es) -> dict:
 def drift_runs(env: dict) -> list:
     from mlflow import MlflowClient
 
-    client = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
+    client = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"], registry_uri=env["MLFLOW_TRACKING_URI"])
     experiment = client.get_experiment_by_name("bp-drift")
     return client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"]) if experiment else []
 
@@ -90,7 +90,7 @@ def test_drift_is_recorded_and_signalled_once(drift_env, settings, es):
     assert run.data.metrics["readings"] == 5000
     from mlflow import MlflowClient
 
-    report_path = MlflowClient(tracking_uri=drift_env["MLFLOW_TRACKING_URI"]).download_artifacts(
+    report_path = MlflowClient(tracking_uri=drift_env["MLFLOW_TRACKING_URI"], registry_uri=drift_env["MLFLOW_TRACKING_URI"]).download_artifacts(
         run.info.run_id, "drift_report.json")
     report = json.loads(Path(report_path).read_text())
     assert report["drift"] is True and report["segments"]["cuff-c"]["drift"] is True

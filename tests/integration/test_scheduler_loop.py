@@ -50,6 +50,7 @@ from pathlib import Path
 
 import pytest
 
+from bp_core.model.registry import client_for
 from tests.integration.helpers import BP, bp_env, committed_total, start_consumer, wait_for
 from tests.integration.test_airflow_dags import AIRFLOW, RUN_TIMEOUT, airflow_test_env
 
@@ -309,9 +310,7 @@ def test_drift_retrains_on_the_new_world_and_the_consumer_swaps_under_the_schedu
     assert moment(first_v2) > moment(record["decided_at"]), "v2 scored nothing before the gate promoted it"
 
     # ... and in MLflow: the drift run, the training run, the decisions.
-    from mlflow import MlflowClient
-
-    client = MlflowClient(tracking_uri=ours.mlflow_tracking_uri)
+    client = client_for(ours.mlflow_tracking_uri)
     drift_runs = client.search_runs([client.get_experiment_by_name("bp-drift").experiment_id])
     # One signal (the manual run's, or that of an hourly run the test happened to span), no second retraining.
     assert [r.data.tags["drift.model_version"] for r in drift_runs if r.data.tags["drift.signalled"] == "true"] == ["1"]
@@ -339,9 +338,7 @@ def committed(settings) -> int:
 
 
 def version_tags(settings, version: str) -> dict:
-    from mlflow import MlflowClient
-
-    return MlflowClient(tracking_uri=settings.mlflow_tracking_uri).get_model_version(settings.model_name, version).tags
+    return client_for(settings.mlflow_tracking_uri).get_model_version(settings.model_name, version).tags
 
 
 def gate_run_for(airflow: Airflow, version: str) -> dict | None:
@@ -358,11 +355,9 @@ def gate_run_for(airflow: Airflow, version: str) -> dict | None:
 
 
 def shadow_readings(settings, challenger: str, champion: str) -> int:
-    from mlflow import MlflowClient
-
     from bp_core.model.shadow import read_evidence
 
-    client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
+    client = client_for(settings.mlflow_tracking_uri)
     return read_evidence(client, settings.model_name, challenger, champion).readings
 
 
