@@ -51,10 +51,13 @@ test-unit: install
 demo: install
 	@infra/demo.sh $(if $(filter 1 yes true,$(DEMO_DRIFT)),--drift)
 
-# Every benchmark, in one run, then docs/benchmarks.md from their sections.
+# Every benchmark, in one run, then docs/benchmarks.md from their sections. The consumer
+# runs beside BENCH_BEFORE: the last commit with the patches over kafka-python's internals.
+BENCH_BEFORE ?= 9554c91
 bench: install
 	@$(STACK) is-up || $(STACK) up
-	$(PY) bench/bench_consumer.py --messages 100000 --repeat 5 $(if $(BENCH_COMPARE),--compare $(BENCH_COMPARE))
+	$(PY) bench/checkout.py $(BENCH_BEFORE) .bench/before-removal
+	$(PY) bench/bench_consumer.py --messages 100000 --repeat 5 --compare .bench/before-removal --compare-label before-removal
 	$(PY) bench/bench_latency.py --rate 1000 --seconds 30 --refresh 1s,200ms,100ms
 	$(PY) bench/bench_memory.py --messages 1000000
 	$(PY) bench/bench_context.py --patients 10000 --restore-patients 100000 --rounds 3
@@ -70,4 +73,5 @@ lock:
 	@echo "requirements.lock: $$(wc -l < requirements.lock) packages"
 
 clean:
-	rm -rf .pytest_cache .hypothesis test-artifacts
+	-git worktree remove --force .bench/before-removal 2>/dev/null
+	rm -rf .pytest_cache .hypothesis test-artifacts .bench

@@ -33,6 +33,7 @@ import argparse
 import json
 import re
 import statistics
+import subprocess
 import time
 from pathlib import Path
 
@@ -232,7 +233,7 @@ def main() -> int:
             raise SystemExit(f"unknown arm(s): {', '.join(unknown)}")
         arms = {name: catalogue[name][1] for name in names}
         if args.compare:
-            catalogue[args.compare_label] = (f"`bp_core` of `{args.compare}`", {})
+            catalogue[args.compare_label] = (f"`bp_core` of `{args.compare}`{commit_of(args.compare)}", {})
             arms[args.compare_label] = {"checkout": args.compare.resolve()}
         for i in range(args.warmup):
             consume(settings, f"warmup-{i}")
@@ -242,6 +243,11 @@ def main() -> int:
         drop_bench_resources(settings)
     write_section(args.out, report(args, models, catalogue, raw, runs, scored, seed))
     return 0
+
+
+def commit_of(tree: Path) -> str:
+    done = subprocess.run(["git", "-C", str(tree), "log", "-1", "--format=%h"], capture_output=True, text=True)
+    return f" (commit {done.stdout.strip()})" if done.returncode == 0 else ""
 
 
 def report(args, models, catalogue, raw, runs, scored, seed) -> list[str]:

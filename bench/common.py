@@ -107,7 +107,8 @@ def consume(settings, run: str, *args: str, checkout: Path | None = None, refres
             **env) -> ConsumeRun:
     """Run ``bp consume --exit-when-idle 2`` to the end of the topic, with a group, index
     and archive of its own (so every run does the whole work). ``checkout``: run the
-    ``bp_core`` of another working tree (e.g. the code before a change) instead;
+    ``bp_core`` of another working tree (e.g. the code before a change) instead, with the
+    packages ``checkout.py`` put in its ``.deps``;
     ``refresh_interval``: the run's index refreshes at that interval (``prepare_index``);
     ``env``: environment variables of the run (``BP_PATIENT_CONTEXT="off"``...)."""
     settings = settings.with_(consumer_group=f"{settings.consumer_group}-{run}", es_index=f"{settings.es_index}-{run}",
@@ -116,7 +117,7 @@ def consume(settings, run: str, *args: str, checkout: Path | None = None, refres
         prepare_index(settings, refresh_interval)
     environment = bp_env(settings, **env)
     if checkout is not None:
-        environment["PYTHONPATH"] = str(checkout)
+        environment["PYTHONPATH"] = os.pathsep.join(str(path) for path in (checkout, checkout / ".deps") if path.is_dir())
     done = subprocess.run([BP, "consume", "--exit-when-idle", "2", "--model-refresh", "3600", *args],
                           env=environment, capture_output=True, text=True, timeout=1800)
     summary = _SUMMARY.search(done.stderr)

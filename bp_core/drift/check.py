@@ -154,16 +154,22 @@ def read_window(settings: Settings, fields: list[str], start: datetime, end: dat
     Raises:
         CannotCompare: Elasticsearch could not be read.
     """
+    from concurrent.futures import ThreadPoolExecutor
+
     own = es is None
     es = es_client(settings) if own else es
-    try:
-        anomalies = read_elasticsearch(es, settings.es_index, fields, start, end)
-    except Exception as exc:  # the client raises many transport/API types; all mean "not read"
-        raise CannotCompare(f"cannot read {settings.es_index} at {settings.es_url}: {type(exc).__name__}: {exc}") from exc
-    finally:
-        if own:
-            es.close()
-    return anomalies.extend(read_archive(settings.archive_dir, settings.topic, fields, start, end))
+    # The archive is decoded here while Elasticsearch aggregates on its own threads.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        archived = pool.submit(read_archive, settings.archive_dir, settings.topic, fields, start, end)
+        try:
+            anomalies = read_elasticsearch(es, settings.es_index, fields, start, end)
+        except Exception as exc:  # the client raises many transport/API types; all mean "not read"
+            raise CannotCompare(f"cannot read {settings.es_index} at {settings.es_url}: "
+                                f"{type(exc).__name__}: {exc}") from exc
+        finally:
+            if own:
+                es.close()
+        return anomalies.extend(archived.result())
 
 
 def live_sample(rows: LiveRows, champion: Champion) -> tuple[Sample, np.ndarray]:

@@ -8,7 +8,8 @@ they were alerts, and how many readings each stands for; plus each fleet's disti
 patients.
 
 - Elasticsearch: composite aggregations, one bucket per distinct (fleet, inputs) and
-  per (fleet, patient): the server counts, no document leaves it.
+  per (fleet, patient): the server counts, no document leaves it. The first is run over
+  ranges of systolic of about a page each (a page rescans what its query matches).
 - Archive: segments whose file was last written before the window are skipped unopened;
   the others are decoded with a ``msgspec`` struct of the needed fields only, then
   grouped with numpy.
@@ -26,6 +27,7 @@ import numpy as np
 
 UNKNOWN_FLEET = "unknown"
 COMPOSITE_PAGE = 10_000
+SEARCHES_AT_ONCE = 3
 
 
 @dataclass
@@ -75,10 +77,14 @@ def read_elasticsearch(es, index: str, fields: list[str], start: datetime, end: 
     sources = [{"fleet": {"terms": {"field": "device_model", "missing_bucket": True}}}]
     sources += [{name: {"terms": {"field": name, "missing_bucket": True}}} for name in fields]
     patient_sources = [sources[0], {"patient": {"terms": {"field": "patient_id"}}}]
-    # The two aggregations at once: Elasticsearch answers each on its own search thread.
-    with ThreadPoolExecutor(max_workers=1) as pool:
+    # Each page of a composite aggregation scans every document its query matches, so the
+    # window is split into parts of about one page each; the parts and the patients'
+    # aggregation run at once, Elasticsearch answering each on its own search thread.
+    with ThreadPoolExecutor(max_workers=SEARCHES_AT_ONCE) as pool:
         patient_buckets = pool.submit(lambda: list(_composite(es, index, query, patient_sources)))
-        buckets = list(_composite(es, index, query, sources))
+        parts = [pool.submit(lambda part=part: list(_composite(es, index, part, sources)))
+                 for part in _parts(es, index, query)]
+        buckets = [bucket for part in parts for bucket in part.result()]
         patient_buckets = patient_buckets.result()
     keys = [bucket["key"] for bucket in buckets]
     counts = [bucket["doc_count"] for bucket in buckets]
@@ -93,6 +99,34 @@ def read_elasticsearch(es, index: str, fields: list[str], start: datetime, end: 
     for bucket in patient_buckets:
         rows.patients.setdefault(bucket["key"]["fleet"] or UNKNOWN_FLEET, set()).add(bucket["key"]["patient"])
     return rows
+
+
+def _parts(es, index: str, query: dict) -> list[dict]:
+    """``query`` split by ranges of systolic into parts of about ``COMPOSITE_PAGE``
+    documents (one systolic value may hold more), plus the documents without one."""
+    response = es.search(index=index, size=0, query=query, filter_path="aggregations",
+                         aggs={"values": {"histogram": {"field": "systolic", "interval": 1, "min_doc_count": 1}},
+                               "without": {"missing": {"field": "systolic"}}})
+    aggregations = response.get("aggregations") or {}
+    parts, low, count = [], None, 0
+    for bucket in (aggregations.get("values") or {}).get("buckets") or []:
+        low = bucket["key"] if low is None else low
+        count += bucket["doc_count"]
+        if count >= COMPOSITE_PAGE:
+            parts.append((low, bucket["key"] + 1))
+            low, count = None, 0
+    if low is not None:
+        parts.append((low, None))
+    if parts:  # open at both ends: a document indexed since the histogram is not left out
+        parts[0], parts[-1] = (None, parts[0][1]), (parts[-1][0] if len(parts) > 1 else None, None)
+    queries = [{"bool": {"filter": [query, {"range": {"systolic": _bounds(lo, hi)}}]}} for lo, hi in parts]
+    if (aggregations.get("without") or {}).get("doc_count"):
+        queries.append({"bool": {"filter": [query], "must_not": [{"exists": {"field": "systolic"}}]}})
+    return queries
+
+
+def _bounds(low: float | None, high: float | None) -> dict:
+    return {**({"gte": low} if low is not None else {}), **({"lt": high} if high is not None else {})}
 
 
 def _composite(es, index: str, query: dict, sources: list[dict]):

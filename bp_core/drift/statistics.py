@@ -51,6 +51,7 @@ class Sample:
     weights: np.ndarray
     alerts: np.ndarray
     patients: int
+    _orders: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     @property
     def readings(self) -> int:
@@ -60,10 +61,19 @@ class Sample:
         total = self.weights.sum()
         return float(np.dot(self.alerts, self.weights) / total) if total else float("nan")
 
+    def distinct(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """Column ``name``'s distinct known values and their total weight (``collapse``)."""
+        if name not in self._orders:
+            self._orders[name] = np.argsort(self.columns[name], kind="stable")
+        return collapse(self.columns[name], self.weights, self._orders[name])
+
     def where(self, mask: np.ndarray, patients: int) -> "Sample":
-        """The rows where ``mask`` holds, from ``patients`` distinct patients."""
+        """The rows where ``mask`` holds, from ``patients`` distinct patients. The columns
+        already sorted here stay sorted there without sorting again (a fleet's rows)."""
+        renumber = np.cumsum(mask) - 1
+        orders = {name: renumber[order[mask[order]]] for name, order in self._orders.items()}
         return Sample({name: values[mask] for name, values in self.columns.items()}, self.weights[mask],
-                      self.alerts[mask], patients)
+                      self.alerts[mask], patients, orders)
 
     @staticmethod
     def concat(samples: list["Sample"], patients: int) -> "Sample":
@@ -158,11 +168,18 @@ def wasserstein_normed(live: tuple[np.ndarray, np.ndarray], reference: tuple[np.
     return 0.0 if distance == 0 else float("inf")
 
 
-def collapse(values: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The distinct known (finite) values and their total weight: fewer points to sort."""
-    known = np.isfinite(values)
-    distinct, inverse = np.unique(values[known], return_inverse=True)
-    return distinct, np.bincount(inverse, weights=weights[known], minlength=len(distinct))
+def collapse(values: np.ndarray, weights: np.ndarray,
+             order: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct known (finite) values, ascending, and their total weight: fewer points
+    to sort. ``order``: the indices that sort ``values``, when already known."""
+    order = np.argsort(values, kind="stable") if order is None else order
+    ordered, ordered_weights = values[order], weights[order]
+    known = np.isfinite(ordered)
+    ordered, ordered_weights = ordered[known], ordered_weights[known]
+    if not len(ordered):
+        return ordered, ordered_weights.astype(np.float64)
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    return ordered[starts], np.add.reduceat(ordered_weights.astype(np.float64), starts)
 
 
 def standard_error(spread: Spread, live: Sample, reference: Sample) -> float:
@@ -177,7 +194,7 @@ def compare_column(name: str, live: Sample, reference: Reference) -> Comparison:
     """``wasserstein_normed`` of one column, against ``max(EFFECT_THRESHOLD, noise floor)``."""
     ref = reference.sample
     spread = reference.spreads[name]
-    score = wasserstein_normed(collapse(live.columns[name], live.weights), reference.distinct(name), spread.total_sd)
+    score = wasserstein_normed(live.distinct(name), reference.distinct(name), spread.total_sd)
     floor = (Z_FLOOR * standard_error(spread, _known(live, name), _known(ref, name)) / spread.total_sd
              if spread.total_sd > 0 else 0.0)
     threshold = max(EFFECT_THRESHOLD, floor)

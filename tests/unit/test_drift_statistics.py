@@ -69,6 +69,22 @@ def test_unknown_values_are_left_out_and_an_empty_side_scores_nan():
     assert np.isnan(wasserstein_normed(collapse(np.array([np.nan]), np.ones(1)), (values, weights), 1.0))
 
 
+def test_a_segment_collapses_as_if_it_were_sorted_afresh():
+    rng = np.random.default_rng(7)
+    values = np.round(rng.normal(130, 15, 5000), 1)
+    values[rng.integers(0, 5000, 200)] = np.nan
+    whole = Sample({"x": values}, rng.integers(1, 4, 5000).astype(np.float64), np.zeros(5000), 50)
+    whole.distinct("x")  # sorted once, on the whole sample
+    mask = rng.random(5000) < 0.3
+    segment = whole.where(mask, 15)
+    fresh = Sample({"x": values[mask]}, whole.weights[mask], np.zeros(int(mask.sum())), 15)
+    inherited, recomputed = segment.distinct("x"), fresh.distinct("x")
+    assert np.array_equal(inherited[0], recomputed[0]) and np.array_equal(inherited[1], recomputed[1])
+    distinct, inverse = np.unique(values[mask][np.isfinite(values[mask])], return_inverse=True)
+    assert np.array_equal(inherited[0], distinct)
+    assert np.allclose(inherited[1], np.bincount(inverse, weights=whole.weights[mask][np.isfinite(values[mask])]))
+
+
 def test_spreads_split_between_and_within_patients():
     # Two patients at 100 and 140, each reading +-5 around their level.
     values = np.array([95, 105, 95, 105, 135, 145, 135, 145], dtype=np.float64)
