@@ -14,10 +14,9 @@ bench's ``BP_MODEL_NAME`` with no challenger, and ``<name>-shadowed`` whose chal
   the whole work); its rate is the one its own summary line gives. Arms (``--arms``):
   ``now`` (the defaults: patient state on, a champion, no challenger), ``no-state``
   (``BP_PATIENT_CONTEXT=off``), ``shadow`` (``BP_MODEL_NAME=<name>-shadowed``: the
-  consumer also scores every batch with the challenger), ``refresh-200ms`` and
-  ``refresh-100ms`` (the run's index made from the product's template, then its
-  ``refresh_interval`` set through Elasticsearch's index settings API, as an operator
-  would); ``--compare PATH`` adds the same command running another working tree's
+  consumer also scores every batch with the challenger), ``refresh-1s`` (the run's index
+  made from the product's template, then its ``refresh_interval`` set to Elasticsearch's
+  default through the index settings API, as an operator would); ``--compare PATH`` adds the same command running another working tree's
   ``bp_core`` (the code before a change, say).
 
 Ratios are between arms of the same run (medians, and round by round); ``--warmup``
@@ -38,6 +37,8 @@ import time
 from pathlib import Path
 
 from common import REPO, consume, drop_bench_resources, machine, bench_settings, write_section
+
+from bp_core.sinks.es_template import REFRESH_INTERVAL  # noqa: E402
 
 
 def fill_topic(settings, count: int) -> None:
@@ -82,8 +83,8 @@ def arm_catalogue(models: dict) -> dict[str, tuple[str, dict]]:
         "no-state": ("patient state off (`BP_PATIENT_CONTEXT=off`)", {"BP_PATIENT_CONTEXT": "off"}),
         "shadow": (f"challenger v{models['challenger']} in shadow beside the same champion "
                    f"(`BP_MODEL_NAME={models['shadowed']}`)", {"BP_MODEL_NAME": models["shadowed"]}),
-        "refresh-200ms": ("the index refreshing every 200 ms (1 s: the template's)", {"refresh_interval": "200ms"}),
-        "refresh-100ms": ("the index refreshing every 100 ms", {"refresh_interval": "100ms"}),
+        "refresh-1s": ("the index refreshing every 1 s (Elasticsearch's default; the template's is "
+                       f"{REFRESH_INTERVAL})", {"refresh_interval": "1s"}),
     }
 
 
@@ -214,8 +215,8 @@ def main() -> int:
     parser.add_argument("--messages", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--arms", default="now,no-state,shadow,refresh-200ms,refresh-100ms",
-                        help="comma-separated, from: now, no-state, shadow, refresh-200ms, refresh-100ms")
+    parser.add_argument("--arms", default="now,no-state,shadow,refresh-1s",
+                        help="comma-separated, from: now, no-state, shadow, refresh-1s")
     parser.add_argument("--sample", type=int, default=2000, help="messages for the seed-style loop")
     parser.add_argument("--compare", type=Path, help="a working tree whose bp consume runs as a second arm")
     parser.add_argument("--compare-label", default="before", help="its name in the report (letters, digits, -)")
