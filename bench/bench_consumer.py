@@ -50,12 +50,14 @@ def fill_topic(settings, count: int) -> None:
 
 
 SHADOWED = "-shadowed"  # the suffix of the registered model whose challenger differs from its champion
+SINGLE = "-single"      # the suffix of the registered model whose champion is the run's single-reading model
 
 
 def register_models(settings) -> dict:
     """The champion (trained on 60,000 readings) under ``settings.model_name``, alone;
     the same artifact as champion of ``<name>-shadowed``, beside a challenger trained
-    on other data. Returns the versions."""
+    on other data; the champion's run's single-reading model as champion of
+    ``<name>-single``. Returns the versions and names."""
     import mlflow
 
     from bp_core.model.registry import CHALLENGER, CHAMPION, client_for, set_alias
@@ -72,8 +74,11 @@ def register_models(settings) -> dict:
     set_alias(client, shadowed, CHAMPION, copy.version)
     other = generate_dataset(settings.data_dir / "bench-train-other", patients=300, readings=60_000, seed=4)
     challenger = train_and_register(settings.with_(model_name=shadowed), other, seed=4)  # gets 'challenger'
+    single = settings.model_name + SINGLE  # the commit before the removal serves only single-reading models
+    single_version = mlflow.register_model(f"runs:/{champion.run_id}/single_reading_model", single)
+    set_alias(client, single, CHAMPION, single_version.version)
     return {"champion": champion.model_version, "shadowed": shadowed, "shadowed_champion": str(copy.version),
-            "challenger": challenger.model_version}
+            "challenger": challenger.model_version, "single": single}
 
 
 def arm_catalogue(models: dict) -> dict[str, tuple[str, dict]]:
@@ -234,8 +239,10 @@ def main() -> int:
             raise SystemExit(f"unknown arm(s): {', '.join(unknown)}")
         arms = {name: catalogue[name][1] for name in names}
         if args.compare:
-            catalogue[args.compare_label] = (f"`bp_core` of `{args.compare}`{commit_of(args.compare)}", {})
-            arms[args.compare_label] = {"checkout": args.compare.resolve()}
+            catalogue[args.compare_label] = (f"`bp_core` of `{args.compare}`{commit_of(args.compare)}, serving the "
+                                             "champion's run's single-reading model (`BP_MODEL_NAME="
+                                             f"{models['single']}`)", {})
+            arms[args.compare_label] = {"checkout": args.compare.resolve(), "BP_MODEL_NAME": models["single"]}
         for i in range(args.warmup):
             consume(settings, f"warmup-{i}")
         raw, runs, scored = rounds(settings, args, arms, models)
