@@ -271,17 +271,18 @@ def report(args, models, catalogue, raw, runs, scored, seed) -> list[str]:
         f"{args.messages:,} cohort readings of 2,000 patients; `bp consume` serves champion v{models['champion']}; "
         f"medians of {args.repeat} rounds (the arms' order rotating) after {args.warmup} warm-up runs.",
         "",
-        "| path | what differs | messages/s | runs | vs raw read |",
-        "|---|---|---:|---|---:|",
-        f"| raw kafka-python read | no work | {raw_median:,.0f} | {', '.join(f'{r:,.0f}' for r in raw)} | 1.00× |",
+        "| path | what differs | messages/s | runs | vs raw read | anomalies indexed |",
+        "|---|---|---:|---|---:|---:|",
+        f"| raw kafka-python read | no work | {raw_median:,.0f} | {', '.join(f'{r:,.0f}' for r in raw)} | 1.00× | |",
     ]
     for name, arm_runs in runs.items():
         rate = statistics.median(run.rate for run in arm_runs)
         lines.append(f"| `bp consume`, {name} | {catalogue[name][0]} | {rate:,.0f} | "
-                     f"{', '.join(f'{run.rate:,.0f}' for run in arm_runs)} | {rate / raw_median:.3f}× |")
+                     f"{', '.join(f'{run.rate:,.0f}' for run in arm_runs)} | {rate / raw_median:.3f}× | "
+                     f"{statistics.median(run.anomalies for run in arm_runs):,.0f} |")
     lines += [
         f"| seed-style loop ({args.sample:,} messages) | one predict and one index request per message | "
-        f"{seed:,.0f} | 1 run | {seed / raw_median:.4f}× |",
+        f"{seed:,.0f} | 1 run | {seed / raw_median:.4f}× | |",
         "",
         f"`bp consume` (`now`) runs {ours / seed:,.0f}× the seed-style loop.",
     ]

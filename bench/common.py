@@ -85,6 +85,7 @@ class ConsumeRun:
     messages: int
     rate: float            # messages/s, from its first batch to its last durable one
     times: str             # where the time went ('' for a version that does not say)
+    anomalies: int = 0     # readings routed to Elasticsearch (and alerted)
 
 
 _SUMMARY = re.compile(r"stopped: messages=(\d+) .*?rate=(\d+)/s")
@@ -124,7 +125,9 @@ def consume(settings, run: str, *args: str, checkout: Path | None = None, refres
     if done.returncode != 0 or summary is None:
         raise SystemExit(f"bp consume ({run}) failed with {done.returncode}:\n{done.stderr[-3000:]}")
     times = re.search(r"time: (.*)", done.stderr)
-    return ConsumeRun(int(summary.group(1)), float(summary.group(2)), times.group(1) if times else "")
+    anomalies = re.search(r"stopped: .*?anomalies=(\d+)", done.stderr)
+    return ConsumeRun(int(summary.group(1)), float(summary.group(2)), times.group(1) if times else "",
+                      int(anomalies.group(1)) if anomalies else 0)
 
 
 def free_port() -> int:
