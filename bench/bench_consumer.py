@@ -13,7 +13,8 @@ bench's ``BP_MODEL_NAME`` with no challenger, and ``<name>-shadowed`` whose chal
   round to round, each with a group, index and archive of its own (so every run does
   the whole work); its rate is the one its own summary line gives. Arms (``--arms``):
   ``now`` (the defaults: patient state on, a champion, no challenger), ``no-state``
-  (``BP_PATIENT_CONTEXT=off``), ``shadow`` (``BP_MODEL_NAME=<name>-shadowed``: the
+  (``BP_PATIENT_CONTEXT=off``), ``no-deltas`` (state on, the rise and drop from baseline
+  off: the state's own work without the anomalies it adds), ``shadow`` (``BP_MODEL_NAME=<name>-shadowed``: the
   consumer also scores every batch with the challenger), ``refresh-1s`` (the run's index
   made from the product's template, then its ``refresh_interval`` set to Elasticsearch's
   default through the index settings API, as an operator would); ``--compare PATH`` adds the same command running another working tree's
@@ -88,6 +89,9 @@ def arm_catalogue(models: dict) -> dict[str, tuple[str, dict]]:
         "no-state": ("patient state off (`BP_PATIENT_CONTEXT=off`)", {"BP_PATIENT_CONTEXT": "off"}),
         "shadow": (f"challenger v{models['challenger']} in shadow beside the same champion "
                    f"(`BP_MODEL_NAME={models['shadowed']}`)", {"BP_MODEL_NAME": models["shadowed"]}),
+        "no-deltas": ("patient state on, the rise and drop from baseline off (`BP_BASELINE_*_DELTA=1000`): "
+                      "the state's own work, with about the anomalies of `no-state`",
+                      {"BP_BASELINE_SYSTOLIC_DELTA": "1000", "BP_BASELINE_DIASTOLIC_DELTA": "1000"}),
         "refresh-1s": ("the index refreshing every 1 s (Elasticsearch's default; the template's is "
                        f"{REFRESH_INTERVAL})", {"refresh_interval": "1s"}),
     }
@@ -207,6 +211,12 @@ def ratio_rows(runs: dict[str, list]) -> list[str]:
         met = "" if target is None else ("yes" if ratio >= target else "NO")
         rows.append(f"| {label} | {ratio:.3f} | {', '.join(f'{p:.2f}' for p in pairs)} | "
                     f"{statistics.median(pairs):.3f} | {why} | {met} |")
+    if "no-deltas" in runs and "no-state" in runs:  # the state's own cost, the anomalies alike
+        pairs = [a.rate / b.rate for a, b in zip(runs["no-deltas"], runs["no-state"])]
+        ratio = statistics.median(r.rate for r in runs["no-deltas"]) / statistics.median(r.rate for r in runs["no-state"])
+        rows.append(f"| `no-deltas` / `no-state` | {ratio:.3f} | {', '.join(f'{p:.2f}' for p in pairs)} | "
+                    f"{statistics.median(pairs):.3f} | no target: the state's own work, without the anomalies "
+                    "it adds | |")
     return rows
 
 
@@ -220,8 +230,8 @@ def main() -> int:
     parser.add_argument("--messages", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--arms", default="now,no-state,shadow,refresh-1s",
-                        help="comma-separated, from: now, no-state, shadow, refresh-1s")
+    parser.add_argument("--arms", default="now,no-state,no-deltas,shadow,refresh-1s",
+                        help="comma-separated, from: now, no-state, no-deltas, shadow, refresh-1s")
     parser.add_argument("--sample", type=int, default=2000, help="messages for the seed-style loop")
     parser.add_argument("--compare", type=Path, help="a working tree whose bp consume runs as a second arm")
     parser.add_argument("--compare-label", default="before", help="its name in the report (letters, digits, -)")
