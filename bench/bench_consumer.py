@@ -10,15 +10,16 @@ bench's ``BP_MODEL_NAME`` with no challenger, and ``<name>-shadowed`` whose chal
 - raw read: a kafka-python consumer with ``bp consume``'s fetch settings that reads
   every message and does nothing with it: the ceiling of any Python consumer here;
 - ``bp consume``, the command a user runs, once per arm, in an order that rotates from
-  round to round, each with a group, index and archive of its own (so every run does
-  the whole work); its rate is the one its own summary line gives. Arms (``--arms``):
+  round to round, each with a group, index and archive of its own (so every run does the
+  whole work); its rate is the one its own summary line gives. Arms (``--arms``):
   ``now`` (the defaults: patient state on, a champion, no challenger), ``no-state``
   (``BP_PATIENT_CONTEXT=off``), ``no-deltas`` (state on, the rise and drop from baseline
-  off: the state's own work without the anomalies it adds), ``shadow`` (``BP_MODEL_NAME=<name>-shadowed``: the
-  consumer also scores every batch with the challenger), ``refresh-1s`` (the run's index
-  made from the product's template, then its ``refresh_interval`` set to Elasticsearch's
-  default through the index settings API, as an operator would); ``--compare PATH`` adds the same command running another working tree's
-  ``bp_core`` (the code before a change, say).
+  off: the state's own work without the anomalies it adds), ``shadow``
+  (``BP_MODEL_NAME=<name>-shadowed``: the consumer also scores every batch with the
+  challenger), ``refresh-1s`` (the run's index made from the product's template, then
+  its ``refresh_interval`` set to Elasticsearch's default through the index settings
+  API, as an operator would); ``--compare PATH`` adds the same command running another
+  working tree's ``bp_core`` (the code before a change, say).
 
 Ratios are between arms of the same run (medians, and round by round); ``--warmup``
 untimed runs come first (a freshly started Elasticsearch spends several times the CPU per
