@@ -19,7 +19,8 @@ bench's ``BP_MODEL_NAME`` with no challenger, and ``<name>-shadowed`` whose chal
   challenger), ``refresh-1s`` (the run's index made from the product's template, then
   its ``refresh_interval`` set to Elasticsearch's default through the index settings
   API, as an operator would); ``--compare PATH`` adds the same command running another
-  working tree's ``bp_core`` (the code before a change, say).
+  working tree's ``bp_core`` (the code before a change, say), serving the champion's
+  run's single-reading model (code older than patient context cannot serve the other).
 
 Ratios are between arms of the same run (medians, and round by round); ``--warmup``
 untimed runs come first (a freshly started Elasticsearch spends several times the CPU per
