@@ -22,7 +22,7 @@ from datetime import datetime, timedelta, timezone
 
 import numpy as np
 
-from bp_core.drift.live import LiveRows, read_archive, read_elasticsearch
+from bp_core.drift.live import LiveRows, iso_z, read_archive, read_elasticsearch
 from bp_core.drift.reference import (
     Champion, build_references, check_dataset, compared_columns, compared_features, feature_columns, input_fields,
     load_champion, probabilities, with_model,
@@ -76,7 +76,7 @@ class DriftReport:
     def as_dict(self) -> dict:
         return {
             "drift": self.drift,
-            "window": {"start": _iso(self.start), "end": _iso(self.end), "readings": self.readings},
+            "window": {"start": iso_z(self.start), "end": iso_z(self.end), "readings": self.readings},
             "reference": {"model_version": self.model_version, "dataset_digest": self.dataset_digest},
             "features": {name: c.as_dict() for name, c in self.features.items()},
             "segments": {fleet: {"drift": s.drift, "readings": s.readings, "patients": s.patients,
@@ -88,7 +88,7 @@ class DriftReport:
         """A readable summary: one row per quantity, a column per fleet."""
         fleets = list(self.segments)
         lines = [
-            f"window   {_iso(self.start)} .. {_iso(self.end)}: {self.readings:,} readings, {self.patients:,} patients",
+            f"window   {iso_z(self.start)} .. {iso_z(self.end)}: {self.readings:,} readings, {self.patients:,} patients",
             f"champion {self.model_name} v{self.model_version}, trained on {self.dataset_source}",
             f"drift    {'YES: ' + ', '.join(self.drifted()) if self.drift else 'no'}",
             "",
@@ -129,10 +129,6 @@ def _cell(comparison: Comparison | None) -> str:
     if comparison is None or comparison.score != comparison.score:
         return "n/a"
     return f"{comparison.score:.3f}/{comparison.threshold:.2f}{'*' if comparison.drift else ' '}"
-
-
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
 
 
 def utc(moment: datetime) -> datetime:
@@ -212,7 +208,7 @@ def check_drift(settings: Settings, *, since: timedelta, now: datetime | None = 
         frame = load_dataset(parquet)
         rows = reading.result()
     if rows.readings == 0:
-        raise CannotCompare(f"no readings ingested between {_iso(start)} and {_iso(end)} "
+        raise CannotCompare(f"no readings ingested between {iso_z(start)} and {iso_z(end)} "
                             f"({settings.es_index}, {settings.archive_dir})")
     overall_reference, fleet_references = build_references(frame, champion, settings)
     live, fleets = live_sample(rows, champion)
@@ -226,7 +222,7 @@ def check_drift(settings: Settings, *, since: timedelta, now: datetime | None = 
         segment = live.where(fleets == fleet, len(rows.patients.get(fleet, ())))
         report.segments[fleet] = SegmentReport(segment.readings, segment.patients, compare(segment, reference, names),
                                                own_reference=fleet in fleet_references)
-    log.info("drift check %s..%s: %d readings, drift=%s %s", _iso(start), _iso(end), report.readings, report.drift,
+    log.info("drift check %s..%s: %d readings, drift=%s %s", iso_z(start), iso_z(end), report.readings, report.drift,
              report.drifted())
     return report
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -70,7 +70,7 @@ def read_elasticsearch(es, index: str, fields: list[str], start: datetime, end: 
     Raises:
         elasticsearch.ApiError / TransportError: the query failed.
     """
-    query = {"range": {"ingested_at": {"gte": _iso(start), "lt": _iso(end)}}}
+    query = {"range": {"ingested_at": {"gte": iso_z(start), "lt": iso_z(end)}}}
     rows = LiveRows.empty(fields)
     if not es.indices.exists(index=index):
         return rows
@@ -146,8 +146,9 @@ def _composite(es, index: str, query: dict, sources: list[dict]):
             return
 
 
-def _iso(moment: datetime) -> str:
-    return moment.isoformat().replace("+00:00", "Z")
+def iso_z(moment: datetime) -> str:
+    """An aware time as UTC ISO 8601 with a ``Z`` (Elasticsearch's and the report's form)."""
+    return moment.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
 
 
 # --------------------------------------------------------------------------- archive
