@@ -1,4 +1,4 @@
-"""The pure half of `make demo` (infra/demo.py): summary computation and formatting."""
+"""The pure half of `make demo` (infra/demo_summary.py): summary computation and formatting."""
 
 from __future__ import annotations
 
@@ -7,12 +7,20 @@ import json
 import math
 from pathlib import Path
 
-_SPEC = importlib.util.spec_from_file_location("bp_demo", Path(__file__).resolve().parents[2] / "infra" / "demo.py")
-demo = importlib.util.module_from_spec(_SPEC)
-_SPEC.loader.exec_module(demo)
+INFRA = Path(__file__).resolve().parents[2] / "infra"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"bp_{name}", INFRA / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+demo = _load("demo_summary")
+malformed_messages = _load("demo").malformed_messages
 CATEGORIES, build_summary, format_summary = demo.CATEGORIES, demo.build_summary, demo.format_summary
-lag_by_partition, malformed_messages, parse_prometheus, throughput = (
-    demo.lag_by_partition, demo.malformed_messages, demo.parse_prometheus, demo.throughput)
+lag_by_partition, parse_prometheus, throughput = demo.lag_by_partition, demo.parse_prometheus, demo.throughput
 prometheus_samples, serving_version, shadow_readings, model_state = (
     demo.prometheus_samples, demo.serving_version, demo.shadow_readings, demo.model_state)
 tally_alerts, alert_lines, drift_findings = demo.tally_alerts, demo.alert_lines, demo.drift_findings
